@@ -1,0 +1,411 @@
+"""The SQLite event log: append, read, head, and the tamper-evident hash chain.
+
+The log is one table that is only ever INSERTed into; triggers refuse UPDATE and
+DELETE. Every row's ``hash`` is ``sha256(prev_hash + canonical envelope)``, where the
+canonical envelope joins the envelope fields with the ASCII unit separator (0x1f).
+Envelope fields may not contain control characters and the payload is JSON (which
+escapes them), so the joined form is unambiguous and SQLite can build it in C when
+the chain is verified.
+
+Everything the domain needs from storage goes through :class:`SQLiteEventStore`'s
+narrow interface (``transaction``, ``append``, ``read``, ``read_stream``, ``head``,
+``find_by_idempotency_key``), so another backend can replace it without touching the
+rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from attrs import frozen
+from sqlite_utils import Database, Migrations
+
+GENESIS_HASH = "0" * 64
+SEPARATOR = "\x1f"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+log_migrations = Migrations("rmcore.log")
+
+
+@log_migrations()
+def create_event_log(db: Database) -> None:
+    """The append-only log table, its indexes and its guard triggers."""
+    db.execute(
+        """
+        CREATE TABLE events (
+            position INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id TEXT NOT NULL UNIQUE,
+            program TEXT NOT NULL,
+            stream TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            schema INTEGER NOT NULL,
+            occurred_at TEXT NOT NULL,
+            recorded_at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            idempotency_key TEXT,
+            data TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            UNIQUE (program, stream, version)
+        )
+        """
+    )
+    db.execute(
+        "CREATE INDEX events_idempotency ON events (program, idempotency_key) "
+        "WHERE idempotency_key IS NOT NULL"
+    )
+    for action in ("UPDATE", "DELETE"):
+        db.execute(
+            f"""
+            CREATE TRIGGER events_no_{action.lower()} BEFORE {action} ON events
+            BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END
+            """
+        )
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (busy, conflict, bad envelope)."""
+
+
+class ConcurrencyError(StoreError):
+    """A stream had moved on from the version the writer expected."""
+
+
+@frozen
+class NewEvent:
+    """An encoded event waiting to be appended."""
+
+    stream: str
+    type: str
+    schema: int
+    occurred_at: str
+    data: str
+    expected_version: int | None = None
+
+
+@frozen
+class StoredEvent:
+    """An event as it stands in the log, with its full envelope."""
+
+    position: int
+    event_id: str
+    program: str
+    stream: str
+    version: int
+    type: str
+    schema: int
+    occurred_at: str
+    recorded_at: str
+    actor: str
+    idempotency_key: str | None
+    data: str
+    prev_hash: str
+    hash: str
+
+    def envelope(self) -> dict:
+        """The envelope as a plain dict (``data`` stays canonical JSON text)."""
+        return {name: getattr(self, name) for name in COLUMNS}
+
+
+COLUMNS = (
+    "position",
+    "event_id",
+    "program",
+    "stream",
+    "version",
+    "type",
+    "schema",
+    "occurred_at",
+    "recorded_at",
+    "actor",
+    "idempotency_key",
+    "data",
+    "prev_hash",
+    "hash",
+)
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM events"
+
+# The canonical envelope, built by SQLite for verification. Must match canonical_envelope().
+CANONICAL_SQL = " || char(31) || ".join(
+    [
+        "position",
+        "event_id",
+        "program",
+        "stream",
+        "version",
+        "type",
+        "schema",
+        "occurred_at",
+        "recorded_at",
+        "actor",
+        "coalesce(idempotency_key, '')",
+        "data",
+    ]
+)
+
+
+def canonical_envelope(
+    position: int,
+    event_id: str,
+    program: str,
+    stream: str,
+    version: int,
+    type: str,
+    schema: int,
+    occurred_at: str,
+    recorded_at: str,
+    actor: str,
+    idempotency_key: str | None,
+    data: str,
+) -> str:
+    """The envelope fields joined with the unit separator, as they are hashed."""
+    return SEPARATOR.join(
+        (
+            str(position),
+            event_id,
+            program,
+            stream,
+            str(version),
+            type,
+            str(schema),
+            occurred_at,
+            recorded_at,
+            actor,
+            idempotency_key or "",
+            data,
+        )
+    )
+
+
+def chain_hash(prev_hash: str, canonical: str) -> str:
+    """``sha256(prev_hash + canonical envelope)`` as hex."""
+    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+def utc_now() -> str:
+    """System time as stored in ``recorded_at``."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def check_envelope_text(name: str, value: str | None) -> None:
+    """Refuse envelope strings that are empty or hold control characters."""
+    if value is None:
+        return
+    if not value or _CONTROL.search(value):
+        raise StoreError(f"{name} must be non-empty text without control characters")
+
+
+class SQLiteEventStore:
+    """The event log in one SQLite database (see the module docstring)."""
+
+    def __init__(self, conn: sqlite3.Connection, busy_retry_seconds: float = 60.0) -> None:
+        self.conn = conn
+        self.busy_retry_seconds = busy_retry_seconds
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """A write transaction (``BEGIN IMMEDIATE``): read-then-write without races."""
+        if self.conn.in_transaction:
+            raise StoreError("a write transaction is already open on this connection")
+        self._begin_immediate()
+        try:
+            yield
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+
+    def _begin_immediate(self) -> None:
+        # busy_timeout already waits; this loop covers the cases where SQLite gives up
+        # at once instead (for instance while another connection checkpoints the WAL).
+        deadline = time.monotonic() + self.busy_retry_seconds
+        delay = 0.005
+        while True:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        "the database stayed busy with another writer; try again"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+
+    def head(self) -> tuple[int, str]:
+        """The last position and its hash; ``(0, GENESIS_HASH)`` for an empty log."""
+        row = self.conn.execute(
+            "SELECT position, hash FROM events ORDER BY position DESC LIMIT 1"
+        ).fetchone()
+        return (row[0], row[1]) if row else (0, GENESIS_HASH)
+
+    def stream_version(self, program: str, stream: str) -> int:
+        """The last version of a stream, 0 if it has no events."""
+        row = self.conn.execute(
+            "SELECT max(version) FROM events WHERE program = ? AND stream = ?",
+            (program, stream),
+        ).fetchone()
+        return row[0] or 0
+
+    def append(
+        self,
+        program: str,
+        events: Sequence[NewEvent],
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+        recorded_at: str | None = None,
+    ) -> list[StoredEvent]:
+        """Append events in order; must run inside :meth:`transaction`."""
+        if not self.conn.in_transaction:
+            raise StoreError("append needs an open write transaction")
+        check_envelope_text("program", program)
+        check_envelope_text("actor", actor)
+        check_envelope_text("idempotency key", idempotency_key)
+        recorded_at = recorded_at or utc_now()
+        position, prev_hash = self.head()
+        versions: dict[str, int] = {}
+        stored: list[StoredEvent] = []
+        for new in events:
+            check_envelope_text("stream", new.stream)
+            check_envelope_text("occurred_at", new.occurred_at)
+            version = versions.get(new.stream)
+            if version is None:
+                version = self.stream_version(program, new.stream)
+            if new.expected_version is not None and new.expected_version != version:
+                raise ConcurrencyError(
+                    f"{new.stream} is at version {version}, expected {new.expected_version}"
+                )
+            version += 1
+            versions[new.stream] = version
+            position += 1
+            event_id = str(uuid.uuid4())
+            canonical = canonical_envelope(
+                position,
+                event_id,
+                program,
+                new.stream,
+                version,
+                new.type,
+                new.schema,
+                new.occurred_at,
+                recorded_at,
+                actor,
+                idempotency_key,
+                new.data,
+            )
+            digest = chain_hash(prev_hash, canonical)
+            stored.append(
+                StoredEvent(
+                    position,
+                    event_id,
+                    program,
+                    new.stream,
+                    version,
+                    new.type,
+                    new.schema,
+                    new.occurred_at,
+                    recorded_at,
+                    actor,
+                    idempotency_key,
+                    new.data,
+                    prev_hash,
+                    digest,
+                )
+            )
+            prev_hash = digest
+        self._insert(stored)
+        return stored
+
+    def _insert(self, stored: Sequence[StoredEvent]) -> None:
+        placeholders = ", ".join("?" * len(COLUMNS))
+        try:
+            self.conn.executemany(
+                f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({placeholders})",
+                [
+                    (
+                        e.position,
+                        e.event_id,
+                        e.program,
+                        e.stream,
+                        e.version,
+                        e.type,
+                        e.schema,
+                        e.occurred_at,
+                        e.recorded_at,
+                        e.actor,
+                        e.idempotency_key,
+                        e.data,
+                        e.prev_hash,
+                        e.hash,
+                    )
+                    for e in stored
+                ],
+            )
+        except sqlite3.IntegrityError as exc:
+            raise ConcurrencyError(f"the log moved on while appending: {exc}") from exc
+
+    def read(
+        self,
+        since: int = 0,
+        *,
+        program: str | None = None,
+        types: Sequence[str] | None = None,
+        until: int | None = None,
+        batch: int = 2000,
+    ) -> Iterator[StoredEvent]:
+        """Events after position ``since`` in log order, streamed in batches."""
+        where = ["position > ?"]
+        params: list = [since]
+        if until is not None:
+            where.append("position <= ?")
+            params.append(until)
+        if program is not None:
+            where.append("program = ?")
+            params.append(program)
+        if types:
+            where.append(f"type IN ({', '.join('?' * len(types))})")
+            params.extend(types)
+        cursor = self.conn.execute(
+            f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY position", params
+        )
+        while rows := cursor.fetchmany(batch):
+            for row in rows:
+                yield StoredEvent(*row)
+
+    def read_stream(self, program: str, stream: str) -> list[StoredEvent]:
+        """Every event of one stream, oldest first."""
+        rows = self.conn.execute(
+            f"{_SELECT} WHERE program = ? AND stream = ? ORDER BY version", (program, stream)
+        ).fetchall()
+        return [StoredEvent(*row) for row in rows]
+
+    def find_by_idempotency_key(self, program: str, key: str) -> list[StoredEvent]:
+        """The events a command with this idempotency key appended, if any."""
+        rows = self.conn.execute(
+            f"{_SELECT} WHERE program = ? AND idempotency_key = ? ORDER BY position",
+            (program, key),
+        ).fetchall()
+        return [StoredEvent(*row) for row in rows]
+
+    def chain_rows(self, since: int = 0, batch: int = 5000) -> Iterator[list[tuple]]:
+        """Batches of ``(position, program, stream, version, prev_hash, hash, canonical)``."""
+        cursor = self.conn.execute(
+            "SELECT position, program, stream, version, prev_hash, hash, "
+            f"{CANONICAL_SQL} FROM events WHERE position > ? ORDER BY position",
+            (since,),
+        )
+        while rows := cursor.fetchmany(batch):
+            yield rows
