@@ -1,0 +1,1 @@
+"""The standard program KPIs (the built-in ``rmcore_kpis`` plugin)."""

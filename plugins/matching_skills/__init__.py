@@ -1,0 +1,1 @@
+"""Two-way skill-complementarity matching (the built-in ``rmcore_match`` strategy)."""

@@ -1,0 +1,5 @@
+"""``python -m rmcore`` runs the CLI."""
+
+from rmcore.cli import main
+
+main()

@@ -1,0 +1,520 @@
+"""The ``rmcore`` command line: parse, call the engine, print. Exit 0 ok, 1 refused, 2 usage."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sqlite3
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from rmcore import audit, queries
+from rmcore.codec import DecodeError
+from rmcore.commands import (
+    DomainError,
+    EndPair,
+    GiveFeedback,
+    Join,
+    Leave,
+    MakePair,
+    RecordSession,
+    SetConfig,
+)
+from rmcore.db import DatabaseError
+from rmcore.engine import DEFAULT_PROGRAM, Engine, Outcome
+from rmcore.output import format_option, write_rows
+from rmcore.plugins import disabled_from_env, known_plugin_names, list_plugins, make_plugin_manager
+from rmcore.queries import PERSON_COLUMNS
+from rmcore.store import StoreError
+from rmcore.when import WhenError, parse_occurred
+
+USER_ERRORS = (DomainError, WhenError, DatabaseError, StoreError, DecodeError)
+
+
+class RmcoreGroup(click.Group):
+    """A group that turns refusals into ``Error: ...`` on stderr and exit 1, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand, translating user-facing errors."""
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as exc:
+            raise click.ClickException(str(exc)) from None
+        except sqlite3.DatabaseError as exc:
+            raise click.ClickException(f"database error: {exc}") from None
+
+
+class App:
+    """Per-invocation settings and the lazily opened engine."""
+
+    def __init__(self, db_path: str, program: str, actor: str, disabled: tuple[str, ...]) -> None:
+        self.db_path = db_path
+        self.program = program
+        self.actor = actor
+        self.disabled = disabled
+        self._engine: Engine | None = None
+
+    def engine(self, *, create: bool = False) -> Engine:
+        """The engine on ``--db``, opened once per invocation."""
+        if self._engine is None:
+            pm = PLUGIN_MANAGER
+            if self.disabled:
+                pm = make_plugin_manager([*disabled_from_env(), *self.disabled])
+            self._engine = Engine.open(self.db_path, create=create, pm=pm)
+        return self._engine
+
+    def close(self) -> None:
+        """Close the engine if it was opened."""
+        if self._engine is not None:
+            self._engine.close()
+
+    def run(self, command, idempotency_key: str | None = None, **kwargs) -> Outcome:
+        """Execute one command (or several) for the selected program."""
+        return self.engine().execute(
+            self.program, command, actor=self.actor, idempotency_key=idempotency_key, **kwargs
+        )
+
+
+def default_actor() -> str:
+    """The OS user, which ``--actor`` / ``RMCORE_ACTOR`` override."""
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def split_list(value: str | None) -> tuple[str, ...]:
+    """``"a, b;c"`` -> ``("a", "b", "c")``: commas or semicolons separate items."""
+    if not value:
+        return ()
+    return tuple(item.strip() for item in value.replace(";", ",").split(",") if item.strip())
+
+
+def idempotency_option(func: Callable) -> Callable:
+    """``--idempotency-key``: a retry with the same key appends nothing."""
+    return click.option(
+        "--idempotency-key",
+        default=None,
+        help="A key for this command; a retry with the same key appends nothing and exits 0.",
+    )(func)
+
+
+def at_option(func: Callable) -> Callable:
+    """``--at DATE``: when it happened (ISO 8601); default now."""
+    return click.option(
+        "--at", "at", default=None, metavar="DATE", help="When it happened (ISO 8601); default now."
+    )(func)
+
+
+def report(outcome: Outcome, message: Callable[[Outcome], str]) -> None:
+    """Print what a command recorded, or that a retry recorded nothing."""
+    if outcome.duplicate:
+        first = outcome.events[0].position
+        click.echo(
+            f"Already recorded at position {first} (same idempotency key); nothing appended."
+        )
+    elif not outcome.events:
+        click.echo("Nothing to record: no change.")
+    else:
+        click.echo(message(outcome))
+
+
+def positions(outcome: Outcome) -> str:
+    """``position 7`` or ``positions 7-9``."""
+    first, last = outcome.events[0].position, outcome.events[-1].position
+    return f"position {first}" if first == last else f"positions {first}-{last}"
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+@click.group(cls=RmcoreGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    "db_path",
+    envvar="RMCORE_DB",
+    default="rmcore.db",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="The SQLite database file (env RMCORE_DB).",
+)
+@click.option(
+    "--program",
+    envvar="RMCORE_PROGRAM",
+    default=DEFAULT_PROGRAM,
+    show_default=True,
+    help="The program (cohort) to work on (env RMCORE_PROGRAM).",
+)
+@click.option(
+    "--actor",
+    envvar="RMCORE_ACTOR",
+    default=None,
+    help="Who is issuing commands (env RMCORE_ACTOR; default the OS user).",
+)
+@click.option(
+    "--disable-plugin",
+    multiple=True,
+    metavar="NAME",
+    help="Block a plugin by name; repeatable (env RMCORE_DISABLE_PLUGINS, comma-separated).",
+)
+@click.version_option(package_name="rmcore")
+@click.pass_context
+def cli(ctx: click.Context, db_path: str, program: str, actor: str | None, disable_plugin):
+    """Run reverse-mentoring programs from an append-only, auditable event log."""
+    unknown = set(disable_plugin) - known_plugin_names()
+    if unknown:
+        raise click.BadParameter(
+            f"no installed plugin is called {', '.join(sorted(unknown))}",
+            param_hint="--disable-plugin",
+        )
+    app = App(db_path, program, actor or default_actor(), tuple(disable_plugin))
+    ctx.obj = app
+    ctx.call_on_close(app.close)
+
+
+@cli.command()
+@pass_app
+def init(app: App) -> None:
+    """Create the database (safe to run again)."""
+    app.engine(create=True)
+    click.echo(f"Database ready at {app.db_path}")
+
+
+@cli.command("programs")
+@format_option
+@pass_app
+def programs_command(app: App, fmt: str | None) -> None:
+    """List the programs in this database."""
+    rows = queries.programs(app.engine().conn)
+    write_rows(rows, ("program", "events", "started_at", "active_people", "active_pairs"), fmt)
+
+
+@cli.group()
+def config() -> None:
+    """Program settings, recorded as events so an audit shows what was in force when."""
+
+
+def parse_value(raw: str) -> Any:
+    """A JSON value if the text is one (2.5, true, ["a"]), else the text itself."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+@config.command("set")
+@click.argument("key")
+@click.argument("value")
+@at_option
+@idempotency_option
+@pass_app
+def config_set(app: App, key: str, value: str, at: str | None, idempotency_key: str | None):
+    """Set KEY to VALUE (parsed as JSON when it is JSON, else kept as text)."""
+    parsed = parse_value(value)
+    outcome = app.run(SetConfig(key=key, value=parsed, at=parse_occurred(at)), idempotency_key)
+    report(outcome, lambda o: f"{key} = {json.dumps(parsed)} ({positions(o)})")
+
+
+@config.command("unset")
+@click.argument("key")
+@at_option
+@idempotency_option
+@pass_app
+def config_unset(app: App, key: str, at: str | None, idempotency_key: str | None):
+    """Remove KEY, so plugins fall back to their defaults."""
+    if queries.SqlState(app.engine().conn, app.program).config(key) is None:
+        raise DomainError(f"{key} is not set in program {app.program}")
+    outcome = app.run(SetConfig(key=key, value=None, at=parse_occurred(at)), idempotency_key)
+    report(outcome, lambda o: f"{key} removed ({positions(o)})")
+
+
+@config.command("get")
+@click.argument("key")
+@pass_app
+def config_get(app: App, key: str) -> None:
+    """Print the current value of KEY as JSON (exit 1 if it is not set)."""
+    value = queries.SqlState(app.engine().conn, app.program).config(key)
+    if value is None:
+        raise DomainError(f"{key} is not set in program {app.program}")
+    click.echo(json.dumps(value, ensure_ascii=False))
+
+
+@config.command("list")
+@format_option
+@pass_app
+def config_list(app: App, fmt: str | None) -> None:
+    """List the program's current settings."""
+    write_rows(queries.config_rows(app.engine().conn, app.program), ("key", "value", "set_at"), fmt)
+
+
+@cli.command()
+@click.argument("person")
+@click.option("--name", required=True, help="Full name.")
+@click.option("--email", required=True, help="Email address.")
+@click.option("--role", required=True, help="mentor, mentee or both.")
+@click.option("--generation", default="", help="Generation or career stage (e.g. early-career).")
+@click.option("--department", default="", help="Department.")
+@click.option("--manager", default=None, help="The person id of their manager.")
+@click.option("--timezone", default="UTC", show_default=True, help="IANA time zone.")
+@click.option("--offers", default="", help="Skills they can teach, comma-separated.")
+@click.option("--seeks", default="", help="Skills they want to learn, comma-separated.")
+@click.option("--goal", "goals", multiple=True, help="A goal for the program; repeatable.")
+@click.option("--capacity", type=int, default=None, help="Mentees they can take (0-20).")
+@at_option
+@idempotency_option
+@pass_app
+def join(app: App, person, name, email, role, generation, department, manager, timezone,
+         offers, seeks, goals, capacity, at, idempotency_key) -> None:  # fmt: skip
+    """PERSON joins the program."""
+    command = Join(
+        person_id=person,
+        name=name,
+        email=email,
+        role=role,
+        generation=generation,
+        department=department,
+        manager_id=manager or None,
+        timezone=timezone,
+        skills_offered=split_list(offers),
+        skills_sought=split_list(seeks),
+        goals=goals,
+        capacity=capacity,
+        at=parse_occurred(at),
+    )
+    outcome = app.run(command, idempotency_key)
+    report(outcome, lambda o: f"{person} joined {app.program} ({positions(o)})")
+
+
+@cli.command()
+@click.argument("mentor")
+@click.argument("mentee")
+@click.option("--goal", "goals", multiple=True, help="A goal for the pair; repeatable.")
+@at_option
+@idempotency_option
+@pass_app
+def pair(app: App, mentor, mentee, goals, at, idempotency_key) -> None:
+    """Pair MENTOR with MENTEE by hand."""
+    command = MakePair(mentor_id=mentor, mentee_id=mentee, goals=goals, at=parse_occurred(at))
+    outcome = app.run(command, idempotency_key)
+    report(
+        outcome,
+        lambda o: (
+            f"Pair {json.loads(o.events[0].data)['pair_id']}: {mentor} mentors {mentee} "
+            f"({positions(o)})"
+        ),
+    )
+
+
+@cli.command()
+@click.argument("pair_id", metavar="PAIR")
+@click.option("--minutes", type=int, required=True, help="How long it lasted (1-600).")
+@click.option("--topic", "topics", multiple=True, help="A topic covered; repeatable.")
+@click.option("--mode", default="virtual", show_default=True, help="virtual or in-person.")
+@at_option
+@idempotency_option
+@pass_app
+def session(app: App, pair_id, minutes, topics, mode, at, idempotency_key) -> None:
+    """PAIR held a session."""
+    command = RecordSession(
+        pair_id=pair_id, minutes=minutes, topics=topics, mode=mode, at=parse_occurred(at)
+    )
+    outcome = app.run(command, idempotency_key)
+    report(outcome, lambda o: f"Session of {minutes} min recorded for {pair_id} ({positions(o)})")
+
+
+@cli.command()
+@click.argument("pair_id", metavar="PAIR")
+@click.option("--by", "by", required=True, help="The member of the pair giving feedback.")
+@click.option("--rating", type=int, required=True, help="1 (poor) to 5 (excellent).")
+@click.option("--fresh-perspective", is_flag=True, help="They gained a fresh perspective.")
+@click.option("--gained", default="", help="Skills gained, comma-separated.")
+@click.option("--comment", default="", help="Free-text comment.")
+@at_option
+@idempotency_option
+@pass_app
+def feedback(app: App, pair_id, by, rating, fresh_perspective, gained, comment, at,
+             idempotency_key) -> None:  # fmt: skip
+    """A member of PAIR gives feedback."""
+    command = GiveFeedback(
+        pair_id=pair_id,
+        by=by,
+        rating=rating,
+        fresh_perspective=fresh_perspective,
+        skills_gained=split_list(gained),
+        comment=comment,
+        at=parse_occurred(at),
+    )
+    outcome = app.run(command, idempotency_key)
+    report(outcome, lambda o: f"Feedback from {by} on {pair_id} recorded ({positions(o)})")
+
+
+@cli.command("end-pair")
+@click.argument("pair_id", metavar="PAIR")
+@click.option("--reason", required=True, help="Why the pair ended.")
+@at_option
+@idempotency_option
+@pass_app
+def end_pair(app: App, pair_id, reason, at, idempotency_key) -> None:
+    """End PAIR."""
+    outcome = app.run(
+        EndPair(pair_id=pair_id, reason=reason, at=parse_occurred(at)), idempotency_key
+    )
+    report(outcome, lambda o: f"Pair {pair_id} ended ({positions(o)})")
+
+
+@cli.command()
+@click.argument("person")
+@click.option("--reason", required=True, help="Why they left (retention reporting uses it).")
+@at_option
+@idempotency_option
+@pass_app
+def leave(app: App, person, reason, at, idempotency_key) -> None:
+    """PERSON leaves the program; their active pairs end with them."""
+    outcome = app.run(
+        Leave(person_id=person, reason=reason, at=parse_occurred(at)), idempotency_key
+    )
+
+    def message(o: Outcome) -> str:
+        ended = sum(1 for e in o.events if e.type == "pair_ended")
+        return f"{person} left; {ended} active pair(s) ended ({positions(o)})"
+
+    report(outcome, message)
+
+
+@cli.command()
+@click.option(
+    "--status",
+    type=click.Choice(["active", "left", "all"]),
+    default="active",
+    show_default=True,
+    help="Which people to list.",
+)
+@format_option
+@pass_app
+def people(app: App, status: str, fmt: str | None) -> None:
+    """List the program's participants."""
+    found = queries.people(
+        app.engine().conn, app.program, status=None if status == "all" else status
+    )
+    rows = (person_row(p) for p in found)
+    columns = [c for c in PERSON_COLUMNS if c not in ("goals",)]
+    write_rows(rows, columns, fmt)
+
+
+def person_row(person) -> dict[str, Any]:
+    """A Person as a flat dict for output."""
+    return {name: getattr(person, name) for name in PERSON_COLUMNS}
+
+
+@cli.command()
+@click.option(
+    "--status",
+    type=click.Choice(["active", "ended", "all"]),
+    default="active",
+    show_default=True,
+    help="Which pairs to list.",
+)
+@format_option
+@pass_app
+def pairs(app: App, status: str, fmt: str | None) -> None:
+    """List the program's pairs with their session counts."""
+    rows = queries.pair_rows(
+        app.engine().conn, app.program, status=None if status == "all" else status
+    )
+    columns = (
+        "pair_id",
+        "mentor_id",
+        "mentee_id",
+        "status",
+        "paired_at",
+        "ended_at",
+        "sessions",
+        "minutes",
+        "last_session_at",
+        "strategy",
+        "score",
+    )
+    write_rows(rows, columns, fmt)
+
+
+@cli.command()
+@click.option("--since", type=int, default=0, show_default=True, help="Only events after POS.")
+@click.option("--type", "types", multiple=True, help="Only events of this type; repeatable.")
+@click.option("--all-programs", is_flag=True, help="Every program, not only --program.")
+@pass_app
+def log(app: App, since: int, types: tuple[str, ...], all_programs: bool) -> None:
+    """Print events as JSON lines: the full envelope, hash included."""
+    engine = app.engine()
+    program = None if all_programs else app.program
+    out = sys.stdout
+    for event in engine.store.read(since, program=program, types=types or None):
+        envelope = event.envelope()
+        envelope["data"] = json.loads(event.data)
+        out.write(json.dumps(envelope, ensure_ascii=False))
+        out.write("\n")
+
+
+@cli.command()
+@format_option
+@pass_app
+def plugins(app: App, fmt: str | None) -> None:
+    """List installed plugins, their versions and the hooks they implement."""
+    pm = app.engine().pm if app.disabled else PLUGIN_MANAGER
+    rows = list_plugins(pm)
+    write_rows(rows, ("name", "version", "hooks"), fmt)
+
+
+def progress_bar(label: str, length: int):
+    """A progress bar on stderr when it is a terminal (silent otherwise)."""
+    return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True)
+
+
+@cli.command()
+@click.option("--check", is_flag=True, help="Rebuild into a scratch database and compare.")
+@pass_app
+def replay(app: App, check: bool) -> None:
+    """Rebuild the read models from the whole log (--check: compare with the live ones)."""
+    engine = app.engine()
+    total = audit.event_count(engine)
+    with progress_bar("Replaying", total) as bar:
+        if check:
+            differences = audit.replay_check(engine, progress=bar.update)
+        else:
+            count = audit.replay(engine, progress=bar.update)
+    if not check:
+        click.echo(f"Replayed {count} events into the read models.")
+        return
+    if differences:
+        for line in differences:
+            click.echo(line, err=True)
+        raise click.ClickException(
+            f"the live read models differ from a fresh replay ({len(differences)} difference(s))"
+        )
+    click.echo(f"Replay check passed: {total} events, live read models equal a fresh replay.")
+
+
+@cli.command()
+@pass_app
+def verify(app: App) -> None:
+    """Check the hash chain, gap-free positions and contiguous stream versions."""
+    engine = app.engine()
+    with progress_bar("Verifying", audit.event_count(engine)) as bar:
+        verdict = audit.verify(engine, progress=bar.update)
+    if not verdict.ok:
+        raise click.ClickException(f"position {verdict.bad_position}: {verdict.reason}")
+    click.echo(
+        f"OK: {verdict.checked} events, chain intact; head {verdict.head_position} "
+        f"{verdict.head_hash}"
+    )
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="rmcore")
+
+
+PLUGIN_MANAGER = make_plugin_manager(disabled_from_env())
+PLUGIN_MANAGER.hook.rmcore_register_commands(cli=cli)

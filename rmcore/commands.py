@@ -1,0 +1,452 @@
+"""Commands and the domain rules: ``decide(state, command) -> events``.
+
+Each rule is a plain function of the current state and a command. A command that
+breaks a rule raises :class:`DomainError` with a sentence an operator understands,
+and nothing is appended. ``at`` on every command is the normalised ``occurred_at``.
+
+Decisions recorded here (where DESIGN.md is silent):
+- a mentee has at most one active mentor, as matching assumes;
+- a session or feedback may be logged late, also after the pair ended, as long as
+  its date lies within the pair's life (on or after pairing, not after the ending);
+- a person who left cannot join the same program again under the same id;
+- capacity defaults to 1 for mentors and ``both``, 0 for mentees.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from attrs import field, frozen
+
+from rmcore.events import (
+    Configured,
+    Event,
+    FeedbackGiven,
+    Joined,
+    Left,
+    Paired,
+    PairEnded,
+    SessionHeld,
+)
+from rmcore.model import ROLES, Pair, Person
+
+
+class DomainError(Exception):
+    """A command broke a rule; the message says which, in plain words."""
+
+
+class State(Protocol):
+    """What the rules may ask about the current state of one program."""
+
+    def person(self, person_id: str) -> Person | None:
+        """The person with this id, active or not."""
+
+    def pair(self, pair_id: str) -> Pair | None:
+        """The pair with this id, active or not."""
+
+    def active_pairs_of(self, person_id: str) -> list[Pair]:
+        """Active pairs in which the person is mentor or mentee."""
+
+    def pairs_between(self, a: str, b: str) -> list[Pair]:
+        """Every pair, active or ended, between two people (either direction)."""
+
+    def config(self, key: str) -> Any:
+        """A program setting, or None."""
+
+
+PERSON_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
+EMAIL = re.compile(r"^[^@\s\"<>(),;:\\\[\]]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+CONFIG_KEY = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential")
+_ONE_LINE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
+_MULTILINE_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+MODES = ("virtual", "in_person")
+MAX_CAPACITY = 20
+
+
+@frozen(kw_only=True)
+class Join:
+    """A person joins the program."""
+
+    person_id: str
+    name: str
+    email: str
+    role: str
+    at: str
+    generation: str = ""
+    department: str = ""
+    manager_id: str | None = None
+    timezone: str = "UTC"
+    skills_offered: tuple[str, ...] = field(default=(), converter=tuple)
+    skills_sought: tuple[str, ...] = field(default=(), converter=tuple)
+    goals: tuple[str, ...] = field(default=(), converter=tuple)
+    capacity: int | None = None
+
+
+@frozen(kw_only=True)
+class MakePair:
+    """Record a mentor-mentee pair (by hand or from a matching proposal)."""
+
+    mentor_id: str
+    mentee_id: str
+    at: str
+    goals: tuple[str, ...] = field(default=(), converter=tuple)
+    strategy: str = "manual"
+    score: float | None = None
+    reasons: dict[str, Any] = field(factory=dict)
+
+
+@frozen(kw_only=True)
+class RecordSession:
+    """A pair held a session."""
+
+    pair_id: str
+    minutes: int
+    at: str
+    topics: tuple[str, ...] = field(default=(), converter=tuple)
+    mode: str = "virtual"
+
+
+@frozen(kw_only=True)
+class GiveFeedback:
+    """A member of a pair gives feedback."""
+
+    pair_id: str
+    by: str
+    rating: int
+    at: str
+    fresh_perspective: bool = False
+    skills_gained: tuple[str, ...] = field(default=(), converter=tuple)
+    comment: str = ""
+
+
+@frozen(kw_only=True)
+class EndPair:
+    """A pair ends."""
+
+    pair_id: str
+    reason: str
+    at: str
+
+
+@frozen(kw_only=True)
+class Leave:
+    """A person leaves the program; their active pairs end with them."""
+
+    person_id: str
+    reason: str
+    at: str
+
+
+@frozen(kw_only=True)
+class SetConfig:
+    """Set (or, with ``None``, remove) a program setting."""
+
+    key: str
+    value: Any
+    at: str
+
+
+Command = Join | MakePair | RecordSession | GiveFeedback | EndPair | Leave | SetConfig
+
+
+def check_text(
+    label: str, value: str, *, limit: int, required: bool = False, multiline: bool = False
+) -> None:
+    """Refuse empty required text, control characters, and text over ``limit`` chars."""
+    if required and not value.strip():
+        raise DomainError(f"{label} is required")
+    if len(value) > limit:
+        raise DomainError(f"{label} is longer than {limit} characters")
+    forbidden = _MULTILINE_FORBIDDEN if multiline else _ONE_LINE_FORBIDDEN
+    if forbidden.search(value):
+        what = "control characters" if multiline else "line breaks or control characters"
+        raise DomainError(f"{label} contains {what}")
+
+
+def check_person_id(value: str, label: str = "person id") -> None:
+    """Person ids are 1-100 letters, digits and ``._@+-``, starting with a letter or digit."""
+    if not PERSON_ID.match(value):
+        raise DomainError(
+            f"{label} {value!r} is not valid: use 1-100 letters, digits and . _ @ + -, "
+            "starting with a letter or digit"
+        )
+
+
+def check_email(value: str) -> None:
+    """A well-formed single address (no display name, no spaces)."""
+    if len(value) > 254 or not EMAIL.match(value):
+        raise DomainError(f"email {value!r} is not a well-formed address like ada@example.org")
+
+
+def check_list(label: str, values: tuple[str, ...]) -> None:
+    """Every item is non-empty one-line text of at most 100 characters."""
+    if len(values) > 50:
+        raise DomainError(f"{label} has more than 50 entries")
+    for value in values:
+        check_text(f"{label} entry", value, limit=100, required=True)
+
+
+def _require_person(state: State, person_id: str, label: str = "") -> Person:
+    person = state.person(person_id)
+    if person is None:
+        raise DomainError(f"{label}{person_id} has not joined this program")
+    return person
+
+
+def _require_active_person(state: State, person_id: str, label: str = "") -> Person:
+    person = _require_person(state, person_id, label)
+    if not person.active:
+        raise DomainError(f"{label}{person_id} left the program on {person.left_at[:10]}")
+    return person
+
+
+def _require_pair(state: State, pair_id: str) -> Pair:
+    pair = state.pair(pair_id)
+    if pair is None:
+        raise DomainError(f"there is no pair {pair_id!r} in this program")
+    return pair
+
+
+def _within_pair_life(pair: Pair, at: str, what: str) -> None:
+    if at < pair.paired_at:
+        raise DomainError(
+            f"{what} is dated {at[:10]}, before pair {pair.pair_id} was formed on "
+            f"{pair.paired_at[:10]}"
+        )
+    if pair.ended_at is not None and at > pair.ended_at:
+        raise DomainError(
+            f"{what} is dated {at[:10]}, after pair {pair.pair_id} ended on {pair.ended_at[:10]}"
+        )
+
+
+def decide_join(state: State, cmd: Join) -> list[Event]:
+    """A person joins once per program with a valid profile."""
+    check_person_id(cmd.person_id)
+    existing = state.person(cmd.person_id)
+    if existing is not None:
+        when = existing.joined_at[:10]
+        if existing.active:
+            raise DomainError(f"{cmd.person_id} already joined this program on {when}")
+        raise DomainError(
+            f"{cmd.person_id} joined on {when} and left on {existing.left_at[:10]}; "
+            "a person joins a program once"
+        )
+    check_text("name", cmd.name, limit=200, required=True)
+    check_email(cmd.email)
+    if cmd.role not in ROLES:
+        raise DomainError(f"role {cmd.role!r} is not one of {', '.join(ROLES)}")
+    for label, value in (
+        ("generation", cmd.generation),
+        ("department", cmd.department),
+        ("timezone", cmd.timezone),
+    ):
+        check_text(label, value, limit=100)
+    if cmd.manager_id is not None:
+        check_person_id(cmd.manager_id, "manager id")
+        if cmd.manager_id == cmd.person_id:
+            raise DomainError(f"{cmd.person_id} cannot be their own manager")
+    check_list("skills offered", cmd.skills_offered)
+    check_list("skills sought", cmd.skills_sought)
+    check_list("goals", cmd.goals)
+    capacity = cmd.capacity
+    if capacity is None:
+        capacity = 1 if cmd.role in ("mentor", "both") else 0
+    if isinstance(capacity, bool) or not isinstance(capacity, int):
+        raise DomainError(f"capacity must be a whole number from 0 to {MAX_CAPACITY}")
+    if not 0 <= capacity <= MAX_CAPACITY:
+        raise DomainError(f"capacity {capacity} is outside 0-{MAX_CAPACITY}")
+    return [
+        Joined(
+            person_id=cmd.person_id,
+            name=cmd.name.strip(),
+            email=cmd.email.strip(),
+            role=cmd.role,
+            generation=cmd.generation.strip(),
+            department=cmd.department.strip(),
+            manager_id=cmd.manager_id,
+            timezone=cmd.timezone.strip() or "UTC",
+            skills_offered=cmd.skills_offered,
+            skills_sought=cmd.skills_sought,
+            goals=cmd.goals,
+            capacity=capacity,
+        )
+    ]
+
+
+def _new_pair_id(state: State, mentor_id: str, mentee_id: str) -> str:
+    base = f"{mentor_id}-{mentee_id}"
+    candidate, n = base, 1
+    while state.pair(candidate) is not None:
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
+def decide_pair(state: State, cmd: MakePair) -> list[Event]:
+    """Both active, right roles, different people, no manager line, capacity left."""
+    if cmd.mentor_id == cmd.mentee_id:
+        raise DomainError(f"{cmd.mentor_id} cannot be paired with themselves")
+    mentor = _require_active_person(state, cmd.mentor_id, "mentor ")
+    mentee = _require_active_person(state, cmd.mentee_id, "mentee ")
+    if not mentor.can_mentor:
+        raise DomainError(f"{mentor.person_id} joined as a {mentor.role} and cannot mentor")
+    if not mentee.can_be_mentored:
+        raise DomainError(f"{mentee.person_id} joined as a {mentee.role} and cannot be mentored")
+    if mentor.manager_id == mentee.person_id or mentee.manager_id == mentor.person_id:
+        manager, report = (
+            (mentee, mentor) if mentor.manager_id == mentee.person_id else (mentor, mentee)
+        )
+        raise DomainError(
+            f"{manager.person_id} is {report.person_id}'s manager; "
+            "reverse mentoring pairs people outside a reporting line"
+        )
+    for pair in state.pairs_between(mentor.person_id, mentee.person_id):
+        if pair.active:
+            raise DomainError(
+                f"{mentor.person_id} and {mentee.person_id} are already paired ({pair.pair_id})"
+            )
+    load = sum(
+        1 for p in state.active_pairs_of(mentor.person_id) if p.mentor_id == mentor.person_id
+    )
+    if load >= mentor.capacity:
+        raise DomainError(
+            f"{mentor.person_id} already mentors {load} of a capacity of {mentor.capacity}"
+        )
+    for pair in state.active_pairs_of(mentee.person_id):
+        if pair.mentee_id == mentee.person_id:
+            raise DomainError(
+                f"{mentee.person_id} already has an active mentor ({pair.pair_id}); "
+                "end that pair first"
+            )
+    latest_join = max(mentor.joined_at, mentee.joined_at)
+    if cmd.at < latest_join:
+        raise DomainError(
+            f"the pairing is dated {cmd.at[:10]}, "
+            f"before both people had joined ({latest_join[:10]})"
+        )
+    check_list("goals", cmd.goals)
+    check_text("strategy", cmd.strategy, limit=100, required=True)
+    return [
+        Paired(
+            pair_id=_new_pair_id(state, mentor.person_id, mentee.person_id),
+            mentor_id=mentor.person_id,
+            mentee_id=mentee.person_id,
+            strategy=cmd.strategy,
+            score=cmd.score,
+            reasons=dict(cmd.reasons),
+            goals=cmd.goals,
+        )
+    ]
+
+
+def decide_session(state: State, cmd: RecordSession) -> list[Event]:
+    """A session belongs to a pair, lasts 1-600 minutes, and falls within the pair's life."""
+    pair = _require_pair(state, cmd.pair_id)
+    _within_pair_life(pair, cmd.at, "the session")
+    if isinstance(cmd.minutes, bool) or not isinstance(cmd.minutes, int):
+        raise DomainError("minutes must be a whole number")
+    if not 1 <= cmd.minutes <= 600:
+        raise DomainError(f"a session lasts 1 to 600 minutes, not {cmd.minutes}")
+    mode = cmd.mode.replace("-", "_").replace(" ", "_").lower()
+    if mode not in MODES:
+        raise DomainError(f"mode {cmd.mode!r} is not one of virtual, in-person")
+    check_list("topics", cmd.topics)
+    return [SessionHeld(pair_id=pair.pair_id, minutes=cmd.minutes, topics=cmd.topics, mode=mode)]
+
+
+def decide_feedback(state: State, cmd: GiveFeedback) -> list[Event]:
+    """Feedback comes from a member of the pair, rating 1-5, within the pair's life."""
+    pair = _require_pair(state, cmd.pair_id)
+    if not pair.has_member(cmd.by):
+        raise DomainError(
+            f"{cmd.by} is not a member of pair {pair.pair_id} "
+            f"({pair.mentor_id} mentors {pair.mentee_id})"
+        )
+    if isinstance(cmd.rating, bool) or not isinstance(cmd.rating, int):
+        raise DomainError("rating must be a whole number from 1 to 5")
+    if not 1 <= cmd.rating <= 5:
+        raise DomainError(f"rating {cmd.rating} is outside 1-5")
+    _within_pair_life(pair, cmd.at, "the feedback")
+    check_list("skills gained", cmd.skills_gained)
+    check_text("comment", cmd.comment, limit=5000, multiline=True)
+    return [
+        FeedbackGiven(
+            pair_id=pair.pair_id,
+            by=cmd.by,
+            rating=cmd.rating,
+            fresh_perspective=bool(cmd.fresh_perspective),
+            skills_gained=cmd.skills_gained,
+            comment=cmd.comment,
+        )
+    ]
+
+
+def decide_end_pair(state: State, cmd: EndPair) -> list[Event]:
+    """Only an active pair can end, and not before it began."""
+    pair = _require_pair(state, cmd.pair_id)
+    if not pair.active:
+        raise DomainError(f"pair {pair.pair_id} already ended on {pair.ended_at[:10]}")
+    if cmd.at < pair.paired_at:
+        raise DomainError(
+            f"the ending is dated {cmd.at[:10]}, before the pair was formed ({pair.paired_at[:10]})"
+        )
+    check_text("reason", cmd.reason, limit=500, required=True)
+    return [PairEnded(pair_id=pair.pair_id, reason=cmd.reason)]
+
+
+def decide_leave(state: State, cmd: Leave) -> list[Event]:
+    """An active person leaves; each of their active pairs ends in the same command."""
+    person = _require_active_person(state, cmd.person_id)
+    check_text("reason", cmd.reason, limit=500, required=True)
+    if cmd.at < person.joined_at:
+        raise DomainError(
+            f"leaving is dated {cmd.at[:10]}, before {person.person_id} joined "
+            f"({person.joined_at[:10]})"
+        )
+    events: list[Event] = []
+    for pair in sorted(state.active_pairs_of(person.person_id), key=lambda p: p.pair_id):
+        if cmd.at < pair.paired_at:
+            raise DomainError(
+                f"leaving is dated {cmd.at[:10]}, before pair {pair.pair_id} was formed "
+                f"({pair.paired_at[:10]})"
+            )
+        events.append(PairEnded(pair_id=pair.pair_id, reason=f"{person.person_id} left"))
+    events.append(Left(person_id=person.person_id, reason=cmd.reason))
+    return events
+
+
+def decide_config(state: State, cmd: SetConfig) -> list[Event]:
+    """Keys are dotted lower-case names; secrets never go into the log; no-op if unchanged."""
+    if not CONFIG_KEY.match(cmd.key):
+        raise DomainError(
+            f"setting {cmd.key!r} is not a dotted lower-case name like matching_skills.min_score"
+        )
+    if any(word in cmd.key for word in SECRET_WORDS):
+        raise DomainError(
+            f"{cmd.key} looks like a secret; secrets are read from the environment and "
+            "never stored in the log"
+        )
+    if isinstance(cmd.value, str):
+        check_text("value", cmd.value, limit=2000)
+    if state.config(cmd.key) == cmd.value:
+        return []
+    return [Configured(key=cmd.key, value=cmd.value)]
+
+
+DECIDERS: dict[type, Callable[[State, Any], list[Event]]] = {
+    Join: decide_join,
+    MakePair: decide_pair,
+    RecordSession: decide_session,
+    GiveFeedback: decide_feedback,
+    EndPair: decide_end_pair,
+    Leave: decide_leave,
+    SetConfig: decide_config,
+}
+
+
+def decide(state: State, command: Command) -> list[Event]:
+    """The events a command produces against the current state, or a DomainError."""
+    return DECIDERS[type(command)](state, command)

@@ -1,0 +1,146 @@
+"""The engine: runs commands against one database, with plugins, in one transaction each."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pluggy
+from attrs import frozen
+
+from rmcore import db, queries
+from rmcore.codec import Codec
+from rmcore.commands import Command, DomainError, decide
+from rmcore.events import EventRegistry
+from rmcore.plugins import make_plugin_manager
+from rmcore.projections import Projector
+from rmcore.store import NewEvent, SQLiteEventStore, StoredEvent, check_envelope_text, utc_now
+
+DEFAULT_PROGRAM = "default"
+
+
+@frozen
+class Outcome:
+    """What a command did: the events it appended, or those of an earlier identical retry."""
+
+    events: list[StoredEvent]
+    duplicate: bool = False
+
+
+def build_registry(pm: pluggy.PluginManager) -> EventRegistry:
+    """The core event types plus every type plugins register."""
+    registry = EventRegistry()
+    pm.hook.rmcore_register_event_types(register=registry.register)
+    return registry
+
+
+class Engine:
+    """One open database with its store, read models, codec and plugins."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        pm: pluggy.PluginManager,
+        *,
+        path: str | os.PathLike | None = None,
+    ) -> None:
+        self.conn = conn
+        self.pm = pm
+        self.path = path
+        self.registry = build_registry(pm)
+        self.codec = Codec(self.registry)
+        self.store = SQLiteEventStore(conn)
+        self.projector = Projector(conn, self.registry)
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        *,
+        create: bool = False,
+        pm: pluggy.PluginManager | None = None,
+    ) -> Engine:
+        """Open the database at ``path`` (creating it if asked) and bring its schema up to date."""
+        conn = db.connect(path, create=create)
+        try:
+            db.migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(conn, pm if pm is not None else make_plugin_manager(), path=path)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def execute(
+        self,
+        program: str,
+        commands: Command | Sequence[Command],
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Outcome:
+        """Decide and append the commands' events in one transaction: all or nothing.
+
+        Each command is decided against the state left by the ones before it. A retry
+        carrying an idempotency key that is already in the log appends nothing.
+        """
+        if not isinstance(commands, Sequence):
+            commands = [commands]
+        _check_name("program", program)
+        _check_name("actor", actor)
+        if idempotency_key is not None:
+            _check_name("idempotency key", idempotency_key)
+        with self.store.transaction():
+            if idempotency_key is not None:
+                earlier = self.store.find_by_idempotency_key(program, idempotency_key)
+                if earlier:
+                    return Outcome(earlier, duplicate=True)
+            self.projector.catch_up(self.store)
+            state = queries.SqlState(self.conn, program)
+            recorded_at = utc_now()
+            appended: list[StoredEvent] = []
+            for command in commands:
+                new = [
+                    NewEvent(
+                        event.stream, event.type, event.schema, command.at, self.codec.encode(event)
+                    )
+                    for event in decide(state, command)
+                ]
+                if not new:
+                    continue
+                stored = self.store.append(
+                    program,
+                    new,
+                    actor=actor,
+                    idempotency_key=idempotency_key,
+                    recorded_at=recorded_at,
+                )
+                self.projector.apply(stored)
+                appended.extend(stored)
+                if progress:
+                    progress(1)
+            return Outcome(appended)
+
+    def config(self, program: str) -> dict[str, Any]:
+        """The program's current settings, as plugins receive them."""
+        return queries.program_config(self.conn, program)
+
+
+def _check_name(label: str, value: str) -> None:
+    try:
+        check_envelope_text(label, value)
+    except Exception as exc:
+        raise DomainError(str(exc)) from None
+    if len(value) > 200:
+        raise DomainError(f"{label} is longer than 200 characters")

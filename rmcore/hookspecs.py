@@ -1,0 +1,40 @@
+"""Every hook a plugin may implement. Implementations may accept any subset of the arguments."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("rmcore")
+hookimpl = pluggy.HookimplMarker("rmcore")
+
+
+@hookspec(firstresult=True)
+def rmcore_match(program, people, pairs, config, score_pair) -> Any:
+    """Propose pairs for the unpaired participants; the first non-None result wins."""
+
+
+@hookspec
+def rmcore_score_pair(mentor, mentee, config) -> dict[str, float] | None:
+    """Extra score terms for a candidate pair, as ``{term: value}``; all results are summed."""
+
+
+@hookspec
+def rmcore_on_event(event, envelope, program, config) -> None:
+    """React to one newly delivered event (notifications); never called by a replay."""
+
+
+@hookspec
+def rmcore_kpis(conn, program, as_of, config) -> list | None:
+    """Contribute named KPIs for a program as of a business date."""
+
+
+@hookspec
+def rmcore_register_commands(cli) -> None:
+    """Add click commands to the ``rmcore`` command group."""
+
+
+@hookspec
+def rmcore_register_event_types(register) -> None:
+    """Add event classes: call ``register(cls, upcasters=None)`` for each."""

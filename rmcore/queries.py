@@ -1,0 +1,188 @@
+"""Questions answered from the read models (never by replaying the log)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from typing import Any
+
+from rmcore.model import Pair, Person
+
+PERSON_COLUMNS = (
+    "person_id",
+    "name",
+    "email",
+    "role",
+    "generation",
+    "department",
+    "manager_id",
+    "timezone",
+    "skills_offered",
+    "skills_sought",
+    "goals",
+    "capacity",
+    "status",
+    "joined_at",
+    "left_at",
+)
+PAIR_COLUMNS = (
+    "pair_id",
+    "mentor_id",
+    "mentee_id",
+    "status",
+    "paired_at",
+    "ended_at",
+    "strategy",
+    "score",
+    "reasons",
+    "goals",
+)
+_JSON_FIELDS = {"skills_offered", "skills_sought", "goals", "reasons"}
+
+
+def _row_dict(columns: tuple[str, ...], row: tuple) -> dict[str, Any]:
+    return {
+        name: json.loads(value) if name in _JSON_FIELDS else value
+        for name, value in zip(columns, row)
+    }
+
+
+def _person(row: tuple) -> Person:
+    return Person(**_row_dict(PERSON_COLUMNS, row))
+
+
+def _pair(row: tuple) -> Pair:
+    return Pair(**_row_dict(PAIR_COLUMNS, row))
+
+
+_PEOPLE_SQL = f"SELECT {', '.join(PERSON_COLUMNS)} FROM people"
+_PAIRS_SQL = f"SELECT {', '.join(PAIR_COLUMNS)} FROM pairs"
+
+
+class SqlState:
+    """The rules' view of one program, read from the projections (see commands.State)."""
+
+    def __init__(self, conn: sqlite3.Connection, program: str) -> None:
+        self.conn = conn
+        self.program = program
+
+    def person(self, person_id: str) -> Person | None:
+        """The person with this id, active or not."""
+        row = self.conn.execute(
+            f"{_PEOPLE_SQL} WHERE program = ? AND person_id = ?", (self.program, person_id)
+        ).fetchone()
+        return _person(row) if row else None
+
+    def pair(self, pair_id: str) -> Pair | None:
+        """The pair with this id, active or not."""
+        row = self.conn.execute(
+            f"{_PAIRS_SQL} WHERE program = ? AND pair_id = ?", (self.program, pair_id)
+        ).fetchone()
+        return _pair(row) if row else None
+
+    def active_pairs_of(self, person_id: str) -> list[Pair]:
+        """Active pairs in which the person is mentor or mentee."""
+        rows = self.conn.execute(
+            f"{_PAIRS_SQL} WHERE program = ? AND mentor_id = ? AND status = 'active'"
+            f" UNION ALL {_PAIRS_SQL} WHERE program = ? AND mentee_id = ? AND status = 'active'",
+            (self.program, person_id, self.program, person_id),
+        ).fetchall()
+        return [_pair(row) for row in rows]
+
+    def pairs_between(self, a: str, b: str) -> list[Pair]:
+        """Every pair, active or ended, between two people (either direction)."""
+        rows = self.conn.execute(
+            f"{_PAIRS_SQL} WHERE program = ? AND mentor_id = ? AND mentee_id = ?"
+            f" UNION ALL {_PAIRS_SQL} WHERE program = ? AND mentor_id = ? AND mentee_id = ?",
+            (self.program, a, b, self.program, b, a),
+        ).fetchall()
+        return [_pair(row) for row in rows]
+
+    def config(self, key: str) -> Any:
+        """A program setting, or None."""
+        row = self.conn.execute(
+            "SELECT value FROM config WHERE program = ? AND key = ?", (self.program, key)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+
+def program_config(conn: sqlite3.Connection, program: str) -> dict[str, Any]:
+    """Every setting of a program, as plugins receive it."""
+    rows = conn.execute(
+        "SELECT key, value FROM config WHERE program = ? ORDER BY key", (program,)
+    ).fetchall()
+    return {key: json.loads(value) for key, value in rows}
+
+
+def config_rows(conn: sqlite3.Connection, program: str) -> list[dict[str, Any]]:
+    """Settings with the business time they were last set."""
+    rows = conn.execute(
+        "SELECT key, value, set_at FROM config WHERE program = ? ORDER BY key", (program,)
+    ).fetchall()
+    return [{"key": k, "value": json.loads(v), "set_at": at} for k, v, at in rows]
+
+
+def people(
+    conn: sqlite3.Connection, program: str, *, status: str | None = "active"
+) -> Iterator[Person]:
+    """People of a program in id order; ``status=None`` for everyone."""
+    sql, params = f"{_PEOPLE_SQL} WHERE program = ?", [program]
+    if status:
+        sql += " AND status = ?"
+        params.append(status)
+    for row in conn.execute(sql + " ORDER BY person_id", params):
+        yield _person(row)
+
+
+def pair_rows(
+    conn: sqlite3.Connection, program: str, *, status: str | None = "active"
+) -> Iterator[dict[str, Any]]:
+    """Pairs with their session count, minutes and last session date."""
+    sql = (
+        "SELECT p.pair_id, p.mentor_id, p.mentee_id, p.status, p.paired_at, p.ended_at,"
+        " p.strategy, p.score, count(s.position), coalesce(sum(s.minutes), 0), max(s.held_at)"
+        " FROM pairs p LEFT JOIN sessions s ON s.program = p.program AND s.pair_id = p.pair_id"
+        " WHERE p.program = ?"
+    )
+    params: list = [program]
+    if status:
+        sql += " AND p.status = ?"
+        params.append(status)
+    sql += " GROUP BY p.pair_id ORDER BY p.pair_id"
+    names = (
+        "pair_id",
+        "mentor_id",
+        "mentee_id",
+        "status",
+        "paired_at",
+        "ended_at",
+        "strategy",
+        "score",
+        "sessions",
+        "minutes",
+        "last_session_at",
+    )
+    for row in conn.execute(sql, params):
+        yield dict(zip(names, row))
+
+
+def pairs(conn: sqlite3.Connection, program: str, *, status: str | None = "active") -> list[Pair]:
+    """Pairs of a program as model objects; ``status=None`` for every pair."""
+    sql, params = f"{_PAIRS_SQL} WHERE program = ?", [program]
+    if status:
+        sql += " AND status = ?"
+        params.append(status)
+    return [_pair(row) for row in conn.execute(sql + " ORDER BY pair_id", params)]
+
+
+def programs(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    """The programs in the database, with event counts and current size."""
+    rows = conn.execute(
+        "SELECT g.program, g.events, g.started_at,"
+        " (SELECT count(*) FROM people p WHERE p.program = g.program AND p.status = 'active'),"
+        " (SELECT count(*) FROM pairs q WHERE q.program = g.program AND q.status = 'active')"
+        " FROM programs g ORDER BY g.program"
+    ).fetchall()
+    names = ("program", "events", "started_at", "active_people", "active_pairs")
+    return [dict(zip(names, row)) for row in rows]
