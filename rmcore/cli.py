@@ -467,8 +467,23 @@ def plugins(app: App, fmt: str | None) -> None:
     write_rows(rows, ("name", "version", "hooks"), fmt)
 
 
+class _Silent:
+    """Stands in for a progress bar when stderr is not a terminal."""
+
+    def __enter__(self) -> _Silent:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def update(self, steps: int) -> None:
+        """Ignore progress."""
+
+
 def progress_bar(label: str, length: int):
-    """A progress bar on stderr when it is a terminal (silent otherwise)."""
+    """A progress bar on stderr when it is a terminal; silent in scripts and pipes."""
+    if not sys.stderr.isatty():
+        return _Silent()
     return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True)
 
 

@@ -14,6 +14,7 @@ from rmcore.store import log_migrations
 
 CORE_MIGRATIONS: tuple[Migrations, ...] = (log_migrations, projection_migrations)
 BUSY_TIMEOUT_MS = 30_000
+CACHE_KIB = 64 * 1024  # page cache per connection; indexes on pair ids are hit at random
 
 
 class DatabaseError(Exception):
@@ -42,6 +43,7 @@ def connect(path: str | os.PathLike, *, create: bool = False) -> sqlite3.Connect
         if mode.lower() != "wal" and str(path) != ":memory:":
             raise DatabaseError(f"cannot switch {path} to WAL mode (journal mode {mode})")
         conn.execute("PRAGMA synchronous = FULL")
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(f"cannot open {path}: {exc}") from exc
     return conn

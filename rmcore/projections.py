@@ -5,19 +5,19 @@ to date inside the append transaction, together with their checkpoint, so a read
 never sees half of a command. ``rebuild`` folds the whole log again from empty; the
 result must equal what the incremental path built, and ``compare`` proves it.
 
-Projectors work on payload dicts (upcast to the current schema) rather than on event
-objects: structuring every event would cost more than the SQL that stores it.
+Projections are SQL statements over the canonical JSON payload (see ``STATEMENTS``):
+SQLite picks the fields in C, so a replay never builds an event object per row.
 """
 
 from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
 
 from sqlite_utils import Database, Migrations
 
+from rmcore.codec import canonical_json
 from rmcore.events import EventRegistry
 from rmcore.store import SQLiteEventStore, StoredEvent
 
@@ -123,125 +123,84 @@ def create_projection_tables(db: Database) -> None:
     db.execute("INSERT INTO checkpoints (name, position) VALUES (?, 0)", [CHECKPOINT])
 
 
-Handler = Callable[[sqlite3.Connection, str, str, int, dict[str, Any]], None]
-
-
-def _list(value: Any) -> str:
-    return json.dumps(list(value or ()), ensure_ascii=False)
-
-
-def _joined(conn, program, at, position, d) -> None:
-    conn.execute(
-        "INSERT INTO people (program, person_id, name, email, role, generation, department,"
-        " manager_id, timezone, skills_offered, skills_sought, goals, capacity, status,"
-        " joined_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'active',?)",
+# How each event type changes the read models: (table, SQL) pairs run in order. Every
+# statement takes the same four parameters, ?1 position, ?2 program, ?3 occurred_at and
+# ?4 the payload as canonical JSON of the current schema, and picks its fields with
+# SQLite's JSON operators. Statements only write, never read other tables, so a batch
+# can group them per table and run each run of one statement as ``executemany``.
+STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "joined": (
         (
-            program,
-            d["person_id"],
-            d["name"],
-            d["email"],
-            d["role"],
-            d.get("generation", ""),
-            d.get("department", ""),
-            d.get("manager_id"),
-            d.get("timezone", "UTC"),
-            _list(d.get("skills_offered")),
-            _list(d.get("skills_sought")),
-            _list(d.get("goals")),
-            d.get("capacity", 0),
-            at,
+            "people",
+            "INSERT INTO people (program, person_id, name, email, role, generation,"
+            " department, manager_id, timezone, skills_offered, skills_sought, goals, capacity,"
+            " status, joined_at) VALUES (?2, ?4 ->> 'person_id', ?4 ->> 'name', ?4 ->> 'email',"
+            " ?4 ->> 'role', coalesce(?4 ->> 'generation', ''),"
+            " coalesce(?4 ->> 'department', ''), ?4 ->> 'manager_id',"
+            " coalesce(?4 ->> 'timezone', 'UTC'), coalesce(?4 -> 'skills_offered', '[]'),"
+            " coalesce(?4 -> 'skills_sought', '[]'), coalesce(?4 -> 'goals', '[]'),"
+            " coalesce(?4 ->> 'capacity', 0), 'active', ?3)",
         ),
-    )
-
-
-def _left(conn, program, at, position, d) -> None:
-    conn.execute(
-        "UPDATE people SET status = 'left', left_at = ?, left_reason = ?"
-        " WHERE program = ? AND person_id = ?",
-        (at, d.get("reason", ""), program, d["person_id"]),
-    )
-
-
-def _paired(conn, program, at, position, d) -> None:
-    conn.execute(
-        "INSERT INTO pairs (program, pair_id, mentor_id, mentee_id, strategy, score, reasons,"
-        " goals, status, paired_at) VALUES (?,?,?,?,?,?,?,?,'active',?)",
+    ),
+    "left": (
         (
-            program,
-            d["pair_id"],
-            d["mentor_id"],
-            d["mentee_id"],
-            d.get("strategy", "manual"),
-            d.get("score"),
-            json.dumps(d.get("reasons") or {}, sort_keys=True, ensure_ascii=False),
-            _list(d.get("goals")),
-            at,
+            "people",
+            "UPDATE people SET status = 'left', left_at = ?3,"
+            " left_reason = coalesce(?4 ->> 'reason', '')"
+            " WHERE program = ?2 AND person_id = ?4 ->> 'person_id'",
         ),
-    )
-
-
-def _pair_ended(conn, program, at, position, d) -> None:
-    conn.execute(
-        "UPDATE pairs SET status = 'ended', ended_at = ?, end_reason = ?"
-        " WHERE program = ? AND pair_id = ?",
-        (at, d.get("reason", ""), program, d["pair_id"]),
-    )
-
-
-def _session_held(conn, program, at, position, d) -> None:
-    conn.execute(
-        "INSERT INTO sessions (position, program, pair_id, held_at, minutes, topics, mode)"
-        " VALUES (?,?,?,?,?,?,?)",
+    ),
+    "paired": (
         (
-            position,
-            program,
-            d["pair_id"],
-            at,
-            d["minutes"],
-            _list(d.get("topics")),
-            d.get("mode", "virtual"),
+            "pairs",
+            "INSERT INTO pairs (program, pair_id, mentor_id, mentee_id, strategy, score, reasons,"
+            " goals, status, paired_at) VALUES (?2, ?4 ->> 'pair_id', ?4 ->> 'mentor_id',"
+            " ?4 ->> 'mentee_id', coalesce(?4 ->> 'strategy', 'manual'), ?4 ->> 'score',"
+            " coalesce(?4 -> 'reasons', '{}'), coalesce(?4 -> 'goals', '[]'), 'active', ?3)"
+            "",
         ),
-    )
-
-
-def _feedback_given(conn, program, at, position, d) -> None:
-    conn.execute(
-        "INSERT INTO feedback (position, program, pair_id, by_person, rating,"
-        " fresh_perspective, skills_gained, comment, given_at) VALUES (?,?,?,?,?,?,?,?,?)",
+    ),
+    "pair_ended": (
         (
-            position,
-            program,
-            d["pair_id"],
-            d["by"],
-            d["rating"],
-            1 if d.get("fresh_perspective") else 0,
-            _list(d.get("skills_gained")),
-            d.get("comment", ""),
-            at,
+            "pairs",
+            "UPDATE pairs SET status = 'ended', ended_at = ?3,"
+            " end_reason = coalesce(?4 ->> 'reason', '')"
+            " WHERE program = ?2 AND pair_id = ?4 ->> 'pair_id'",
         ),
-    )
-
-
-def _configured(conn, program, at, position, d) -> None:
-    if d.get("value") is None:
-        conn.execute("DELETE FROM config WHERE program = ? AND key = ?", (program, d["key"]))
-        return
-    conn.execute(
-        "INSERT INTO config (program, key, value, set_at) VALUES (?,?,?,?)"
-        " ON CONFLICT (program, key) DO UPDATE SET value = excluded.value,"
-        " set_at = excluded.set_at",
-        (program, d["key"], json.dumps(d["value"], sort_keys=True, ensure_ascii=False), at),
-    )
-
-
-HANDLERS: dict[str, Handler] = {
-    "joined": _joined,
-    "left": _left,
-    "paired": _paired,
-    "pair_ended": _pair_ended,
-    "session_held": _session_held,
-    "feedback_given": _feedback_given,
-    "configured": _configured,
+    ),
+    "session_held": (
+        (
+            "sessions",
+            "INSERT INTO sessions (position, program, pair_id, held_at, minutes, topics, mode)"
+            " VALUES (?1, ?2, ?4 ->> 'pair_id', ?3, ?4 ->> 'minutes',"
+            " coalesce(?4 -> 'topics', '[]'), coalesce(?4 ->> 'mode', 'virtual'))",
+        ),
+    ),
+    "feedback_given": (
+        (
+            "feedback",
+            "INSERT INTO feedback (position, program, pair_id, by_person, rating,"
+            " fresh_perspective, skills_gained, comment, given_at) VALUES (?1, ?2,"
+            " ?4 ->> 'pair_id', ?4 ->> 'by', ?4 ->> 'rating',"
+            " coalesce(?4 ->> 'fresh_perspective', 0), coalesce(?4 -> 'skills_gained', '[]'),"
+            " coalesce(?4 ->> 'comment', ''), ?3)",
+        ),
+    ),
+    "configured": (
+        (
+            "config",
+            "DELETE FROM config WHERE program = ?2 AND key = ?4 ->> 'key'"
+            " AND coalesce(?4 -> 'value', 'null') = 'null'",
+        ),
+        (
+            "config",
+            "INSERT INTO config (program, key, value, set_at)"
+            " SELECT ?2, ?4 ->> 'key', ?4 -> 'value', ?3"
+            " WHERE coalesce(?4 -> 'value', 'null') != 'null'"
+            " ON CONFLICT (program, key) DO UPDATE SET value = excluded.value,"
+            " set_at = excluded.set_at",
+        ),
+    ),
 }
 
 
@@ -263,46 +222,78 @@ class Projector:
         return row[0] if row else 0
 
     def apply(self, events: Iterable[StoredEvent]) -> int:
-        """Fold events (in log order) and move the checkpoint; returns how many."""
-        conn = self.conn
-        programs: dict[str, list] = {}
-        last = None
-        count = 0
-        for event in events:
-            handler = HANDLERS.get(event.type)
-            if handler is not None:
-                payload = json.loads(event.data)
-                if event.schema != self._schemas.get(event.type, event.schema):
-                    payload = self.registry.upcast(event.type, event.schema, payload)
-                handler(conn, event.program, event.occurred_at, event.position, payload)
-            seen = programs.get(event.program)
-            if seen is None:
-                programs[event.program] = [event.position, event.position, 1, event.recorded_at]
-            else:
-                seen[1] = event.position
-                seen[2] += 1
-            last = event.position
-            count += 1
-        if last is None:
+        """Fold stored events (in log order) and move the checkpoint; returns how many."""
+        return self.apply_rows(
+            [(e.position, e.program, e.type, e.schema, e.occurred_at, e.recorded_at, e.data)
+             for e in events]
+        )  # fmt: skip
+
+    def apply_rows(self, rows: Sequence[tuple]) -> int:
+        """Fold ``SQLiteEventStore.PROJECTION_COLUMNS`` rows (in log order), move the checkpoint.
+
+        Statements are grouped per table, keeping their order within a table, and each
+        run of one statement goes to SQLite as a single ``executemany``.
+        """
+        if not rows:
             return 0
-        conn.executemany(
+        by_table: dict[str, list[tuple[str, tuple]]] = {}
+        programs: dict[str, list] = {}
+        schemas = self._schemas
+        for position, program, type_name, schema, occurred_at, recorded_at, data in rows:
+            statements = STATEMENTS.get(type_name)
+            if statements is not None:
+                if schema != schemas.get(type_name, schema):
+                    payload = self.registry.upcast(type_name, schema, json.loads(data))
+                    data = canonical_json(payload)
+                params = (position, program, occurred_at, data)
+                for table, sql in statements:
+                    pending = by_table.get(table)
+                    if pending is None:
+                        pending = by_table[table] = []
+                    pending.append((sql, params))
+            seen = programs.get(program)
+            if seen is None:
+                programs[program] = [position, position, 1, recorded_at]
+            else:
+                seen[1] = position
+                seen[2] += 1
+        for statements in by_table.values():
+            _run_in_order(self.conn, statements)
+        self.conn.executemany(
             "INSERT INTO programs (program, first_position, last_position, events, started_at)"
             " VALUES (?,?,?,?,?) ON CONFLICT (program) DO UPDATE SET"
             " last_position = excluded.last_position, events = events + excluded.events",
             [(name, *values) for name, values in programs.items()],
         )
-        conn.execute("UPDATE checkpoints SET position = ? WHERE name = ?", (last, CHECKPOINT))
-        return count
+        self.conn.execute(
+            "UPDATE checkpoints SET position = ? WHERE name = ?", (rows[-1][0], CHECKPOINT)
+        )
+        return len(rows)
 
     def catch_up(self, store: SQLiteEventStore) -> int:
         """Fold whatever the log holds past the checkpoint (inside a write transaction)."""
-        return self.apply(store.read(self.checkpoint()))
+        total = 0
+        for rows in store.scan(self.checkpoint()):
+            total += self.apply_rows(rows)
+        return total
 
     def clear(self) -> None:
         """Empty every core read model and reset the checkpoint."""
         for table in TABLES:
             self.conn.execute(f"DELETE FROM {table}")
         self.conn.execute("UPDATE checkpoints SET position = 0 WHERE name = ?", (CHECKPOINT,))
+
+
+def _run_in_order(conn: sqlite3.Connection, statements: list[tuple[str, tuple]]) -> None:
+    """Run statements in order, each run of the same SQL as one ``executemany``."""
+    start = 0
+    while start < len(statements):
+        sql = statements[start][0]
+        end = start + 1
+        while end < len(statements) and statements[end][0] == sql:
+            end += 1
+        conn.executemany(sql, [params for _, params in statements[start:end]])
+        start = end
 
 
 def rebuild(
@@ -319,22 +310,11 @@ def rebuild(
     """
     projector.clear()
     total = 0
-    for chunk in _chunks(source.read(0), batch):
-        total += projector.apply(chunk)
+    for rows in source.scan(0, batch=batch):
+        total += projector.apply_rows(rows)
         if progress:
-            progress(len(chunk))
+            progress(len(rows))
     return total
-
-
-def _chunks(events: Iterator[StoredEvent], size: int) -> Iterator[list[StoredEvent]]:
-    chunk: list[StoredEvent] = []
-    for event in events:
-        chunk.append(event)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
 
 
 def compare(conn: sqlite3.Connection, other_schema: str, limit: int = 20) -> list[str]:

@@ -16,6 +16,7 @@ rules.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import sqlite3
 import time
@@ -23,11 +24,13 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from attrs import frozen
 from sqlite_utils import Database, Migrations
 
 GENESIS_HASH = "0" * 64
+VERSION_CACHE_SIZE = 200_000
 SEPARATOR = "\x1f"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -91,9 +94,11 @@ class NewEvent:
     expected_version: int | None = None
 
 
-@frozen
-class StoredEvent:
-    """An event as it stands in the log, with its full envelope."""
+class StoredEvent(NamedTuple):
+    """An event as it stands in the log, with its full envelope.
+
+    A named tuple rather than an attrs class: replay and verify build millions of them.
+    """
 
     position: int
     event_id: str
@@ -112,25 +117,10 @@ class StoredEvent:
 
     def envelope(self) -> dict:
         """The envelope as a plain dict (``data`` stays canonical JSON text)."""
-        return {name: getattr(self, name) for name in COLUMNS}
+        return self._asdict()
 
 
-COLUMNS = (
-    "position",
-    "event_id",
-    "program",
-    "stream",
-    "version",
-    "type",
-    "schema",
-    "occurred_at",
-    "recorded_at",
-    "actor",
-    "idempotency_key",
-    "data",
-    "prev_hash",
-    "hash",
-)
+COLUMNS = StoredEvent._fields
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM events"
 
 # The canonical envelope, built by SQLite for verification. Must match canonical_envelope().
@@ -190,6 +180,14 @@ def chain_hash(prev_hash: str, canonical: str) -> str:
     return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
 
 
+def new_event_id() -> str:
+    """A time-ordered UUID (version 7 layout): new ids land at the end of the index."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return str(uuid.UUID(int=value))
+
+
 def utc_now() -> str:
     """System time as stored in ``recorded_at``."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -209,6 +207,10 @@ class SQLiteEventStore:
     def __init__(self, conn: sqlite3.Connection, busy_retry_seconds: float = 60.0) -> None:
         self.conn = conn
         self.busy_retry_seconds = busy_retry_seconds
+        # Stream versions this connection appended, valid only while the head is the one
+        # it left behind: any other writer moves the head and the cache is dropped.
+        self._versions: dict[tuple[str, str], int] = {}
+        self._versions_head: str | None = None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -219,6 +221,7 @@ class SQLiteEventStore:
         try:
             yield
         except BaseException:
+            self._versions_head = None
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             raise
@@ -254,10 +257,11 @@ class SQLiteEventStore:
     def stream_version(self, program: str, stream: str) -> int:
         """The last version of a stream, 0 if it has no events."""
         row = self.conn.execute(
-            "SELECT max(version) FROM events WHERE program = ? AND stream = ?",
+            "SELECT version FROM events WHERE program = ? AND stream = ?"
+            " ORDER BY version DESC LIMIT 1",
             (program, stream),
         ).fetchone()
-        return row[0] or 0
+        return row[0] if row else 0
 
     def append(
         self,
@@ -276,12 +280,15 @@ class SQLiteEventStore:
         check_envelope_text("idempotency key", idempotency_key)
         recorded_at = recorded_at or utc_now()
         position, prev_hash = self.head()
-        versions: dict[str, int] = {}
+        if self._versions_head != prev_hash or len(self._versions) > VERSION_CACHE_SIZE:
+            self._versions.clear()
+        versions = self._versions
         stored: list[StoredEvent] = []
         for new in events:
             check_envelope_text("stream", new.stream)
             check_envelope_text("occurred_at", new.occurred_at)
-            version = versions.get(new.stream)
+            key = (program, new.stream)
+            version = versions.get(key)
             if version is None:
                 version = self.stream_version(program, new.stream)
             if new.expected_version is not None and new.expected_version != version:
@@ -289,9 +296,9 @@ class SQLiteEventStore:
                     f"{new.stream} is at version {version}, expected {new.expected_version}"
                 )
             version += 1
-            versions[new.stream] = version
+            versions[key] = version
             position += 1
-            event_id = str(uuid.uuid4())
+            event_id = new_event_id()
             canonical = canonical_envelope(
                 position,
                 event_id,
@@ -326,33 +333,16 @@ class SQLiteEventStore:
                 )
             )
             prev_hash = digest
+        self._versions_head = None  # until the insert has succeeded
         self._insert(stored)
+        self._versions_head = prev_hash
         return stored
 
     def _insert(self, stored: Sequence[StoredEvent]) -> None:
         placeholders = ", ".join("?" * len(COLUMNS))
         try:
             self.conn.executemany(
-                f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({placeholders})",
-                [
-                    (
-                        e.position,
-                        e.event_id,
-                        e.program,
-                        e.stream,
-                        e.version,
-                        e.type,
-                        e.schema,
-                        e.occurred_at,
-                        e.recorded_at,
-                        e.actor,
-                        e.idempotency_key,
-                        e.data,
-                        e.prev_hash,
-                        e.hash,
-                    )
-                    for e in stored
-                ],
+                f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({placeholders})", stored
             )
         except sqlite3.IntegrityError as exc:
             raise ConcurrencyError(f"the log moved on while appending: {exc}") from exc
@@ -382,15 +372,34 @@ class SQLiteEventStore:
             f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY position", params
         )
         while rows := cursor.fetchmany(batch):
-            for row in rows:
-                yield StoredEvent(*row)
+            yield from map(StoredEvent._make, rows)
+
+    PROJECTION_COLUMNS = (
+        "position",
+        "program",
+        "type",
+        "schema",
+        "occurred_at",
+        "recorded_at",
+        "data",
+    )
+
+    def scan(self, since: int = 0, *, batch: int = 5000) -> Iterator[list[tuple]]:
+        """Batches of plain ``PROJECTION_COLUMNS`` tuples after ``since``, for folds."""
+        cursor = self.conn.execute(
+            f"SELECT {', '.join(self.PROJECTION_COLUMNS)} FROM events"
+            " WHERE position > ? ORDER BY position",
+            (since,),
+        )
+        while rows := cursor.fetchmany(batch):
+            yield rows
 
     def read_stream(self, program: str, stream: str) -> list[StoredEvent]:
         """Every event of one stream, oldest first."""
         rows = self.conn.execute(
             f"{_SELECT} WHERE program = ? AND stream = ? ORDER BY version", (program, stream)
         ).fetchall()
-        return [StoredEvent(*row) for row in rows]
+        return [StoredEvent._make(row) for row in rows]
 
     def find_by_idempotency_key(self, program: str, key: str) -> list[StoredEvent]:
         """The events a command with this idempotency key appended, if any."""
@@ -398,7 +407,7 @@ class SQLiteEventStore:
             f"{_SELECT} WHERE program = ? AND idempotency_key = ? ORDER BY position",
             (program, key),
         ).fetchall()
-        return [StoredEvent(*row) for row in rows]
+        return [StoredEvent._make(row) for row in rows]
 
     def chain_rows(self, since: int = 0, batch: int = 5000) -> Iterator[list[tuple]]:
         """Batches of ``(position, program, stream, version, prev_hash, hash, canonical)``."""
