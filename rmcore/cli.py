@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from rmcore import audit, queries
+from rmcore import audit, kpi_commands, queries
 from rmcore.codec import DecodeError
 from rmcore.commands import (
     DomainError,
@@ -25,6 +25,7 @@ from rmcore.commands import (
 )
 from rmcore.db import DatabaseError
 from rmcore.engine import DEFAULT_PROGRAM, Engine, Outcome
+from rmcore.match_command import match
 from rmcore.output import format_option, write_rows
 from rmcore.plugins import disabled_from_env, known_plugin_names, list_plugins, make_plugin_manager
 from rmcore.queries import PERSON_COLUMNS
@@ -524,6 +525,11 @@ def verify(app: App) -> None:
         f"OK: {verdict.checked} events, chain intact; head {verdict.head_position} "
         f"{verdict.head_hash}"
     )
+
+
+cli.add_command(match)
+cli.add_command(kpi_commands.kpi)
+cli.add_command(kpi_commands.report)
 
 
 def main() -> None:

@@ -88,12 +88,15 @@ class Engine:
         *,
         actor: str,
         idempotency_key: str | None = None,
+        expected_program_position: int | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> Outcome:
         """Decide and append the commands' events in one transaction: all or nothing.
 
         Each command is decided against the state left by the ones before it. A retry
-        carrying an idempotency key that is already in the log appends nothing.
+        carrying an idempotency key that is already in the log appends nothing. With
+        ``expected_program_position``, the commands are refused if the program's last
+        event is no longer that position (someone changed it since a proposal was made).
         """
         if not isinstance(commands, Sequence):
             commands = [commands]
@@ -107,6 +110,14 @@ class Engine:
                 if earlier:
                     return Outcome(earlier, duplicate=True)
             self.projector.catch_up(self.store)
+            if expected_program_position is not None:
+                current = queries.program_position(self.conn, program)
+                if current != expected_program_position:
+                    raise DomainError(
+                        f"program {program} changed since the proposal was made (its last "
+                        f"event was {expected_program_position}, now {current}); "
+                        "compute it again"
+                    )
             state = queries.SqlState(self.conn, program)
             recorded_at = utc_now()
             appended: list[StoredEvent] = []

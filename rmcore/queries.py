@@ -176,6 +176,14 @@ def pairs(conn: sqlite3.Connection, program: str, *, status: str | None = "activ
     return [_pair(row) for row in conn.execute(sql + " ORDER BY pair_id", params)]
 
 
+def program_position(conn: sqlite3.Connection, program: str) -> int:
+    """The position of the program's last event (0 if it has none)."""
+    row = conn.execute(
+        "SELECT last_position FROM programs WHERE program = ?", (program,)
+    ).fetchone()
+    return row[0] if row else 0
+
+
 def programs(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """The programs in the database, with event counts and current size."""
     rows = conn.execute(
