@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable
@@ -10,9 +9,9 @@ from collections.abc import Callable
 from attrs import frozen
 
 from rmcore import db
+from rmcore.chain import check_chain
 from rmcore.engine import Engine
 from rmcore.projections import Projector, compare, rebuild
-from rmcore.store import GENESIS_HASH
 
 Progress = Callable[[int], None] | None
 
@@ -33,56 +32,26 @@ class Verdict:
         return self.bad_position is None
 
 
-def verify(engine: Engine, progress: Progress = None) -> Verdict:
+def verify(engine: Engine, progress: Progress = None, workers: int | None = None) -> Verdict:
     """Recompute the hash chain and check positions are gap-free and versions contiguous."""
-    sha256 = hashlib.sha256
-    expected = 0
-    prev = GENESIS_HASH
-    versions: dict[tuple[str, str], int] = {}
-
-    def bad(position: int, reason: str) -> Verdict:
-        return Verdict(expected - 1, expected - 1, prev, position, reason)
-
-    for rows in engine.store.chain_rows():
-        for position, program, stream, version, prev_hash, digest, canonical in rows:
-            expected += 1
-            if position != expected:
-                return bad(expected, f"position {expected} is missing (the next one is {position})")
-            if prev_hash != prev:
-                return bad(position, "its prev_hash is not the hash of the event before it")
-            if sha256((prev_hash + canonical).encode()).hexdigest() != digest:
-                return bad(position, "its contents do not match its hash (the row was changed)")
-            key = (program, stream)
-            last = versions.get(key, 0)
-            if version != last + 1:
-                return bad(
-                    position, f"{stream} in {program} jumps from version {last} to {version}"
-                )
-            versions[key] = version
-            prev = digest
-        if progress:
-            progress(len(rows))
+    head, _ = engine.store.head()
+    path = None if engine.path is None else str(engine.path)
+    checked, last_hash, problem = check_chain(
+        engine.store, head, path=path, workers=workers, progress=progress
+    )
+    if problem is not None:
+        return Verdict(checked, checked, last_hash, problem.position, problem.reason)
     highest = engine.conn.execute(
         "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
     ).fetchone()
-    if highest and highest[0] > expected:
-        return Verdict(
-            expected,
-            expected,
-            prev,
-            expected + 1,
-            f"positions {expected + 1}-{highest[0]} were appended and later removed",
-        )
+    if highest and highest[0] > head:
+        reason = f"positions {head + 1}-{highest[0]} were appended and later removed"
+        return Verdict(checked, head, last_hash, head + 1, reason)
     checkpoint = engine.projector.checkpoint()
-    if checkpoint > expected:
-        return Verdict(
-            expected,
-            expected,
-            prev,
-            expected + 1,
-            f"the read models have seen position {checkpoint}, past the end of the log",
-        )
-    return Verdict(expected, expected, prev)
+    if checkpoint > head:
+        reason = f"the read models have seen position {checkpoint}, past the end of the log"
+        return Verdict(checked, head, last_hash, head + 1, reason)
+    return Verdict(checked, head, last_hash)
 
 
 def event_count(engine: Engine) -> int:

@@ -123,22 +123,14 @@ class StoredEvent(NamedTuple):
 COLUMNS = StoredEvent._fields
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM events"
 
-# The canonical envelope, built by SQLite for verification. Must match canonical_envelope().
-CANONICAL_SQL = " || char(31) || ".join(
-    [
-        "position",
-        "event_id",
-        "program",
-        "stream",
-        "version",
-        "type",
-        "schema",
-        "occurred_at",
-        "recorded_at",
-        "actor",
-        "coalesce(idempotency_key, '')",
-        "data",
-    ]
+# The hashed text (prev_hash followed by the canonical envelope) as bytes, built by
+# SQLite in one printf call for verification. Must match chain_hash(canonical_envelope()).
+_FIELD_FORMATS = ["%d", "%s", "%s", "%s", "%d", "%s", "%d", "%s", "%s", "%s", "%s", "%s"]
+HASHED_SQL = (
+    "CAST(prev_hash || printf('"
+    + SEPARATOR.join(_FIELD_FORMATS)
+    + "', position, event_id, program, stream, version, type, schema, occurred_at,"
+    " recorded_at, actor, coalesce(idempotency_key, ''), data) AS BLOB)"
 )
 
 
@@ -409,12 +401,14 @@ class SQLiteEventStore:
         ).fetchall()
         return [StoredEvent._make(row) for row in rows]
 
-    def chain_rows(self, since: int = 0, batch: int = 5000) -> Iterator[list[tuple]]:
-        """Batches of ``(position, program, stream, version, prev_hash, hash, canonical)``."""
+    def chain_rows(
+        self, since: int = 0, until: int | None = None, batch: int = 5000
+    ) -> Iterator[list[tuple]]:
+        """Batches of ``(position, program, stream, version, prev_hash, hash, hashed_bytes)``."""
         cursor = self.conn.execute(
             "SELECT position, program, stream, version, prev_hash, hash, "
-            f"{CANONICAL_SQL} FROM events WHERE position > ? ORDER BY position",
-            (since,),
+            f"{HASHED_SQL} FROM events WHERE position > ? AND position <= ? ORDER BY position",
+            (since, until if until is not None else 2**62),
         )
         while rows := cursor.fetchmany(batch):
             yield rows

@@ -1,0 +1,172 @@
+"""Checking the hash chain and the log's invariants, in segments that may run in parallel.
+
+Each row's hash depends only on its own fields and its stored ``prev_hash``, so ranges of
+positions can be checked independently; what links them (the last hash of one range is
+the first ``prev_hash`` of the next, and stream versions continue across the boundary)
+is checked when the segments are merged in order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_all_start_methods, get_context
+
+from attrs import field, frozen
+
+from rmcore.store import GENESIS_HASH, SQLiteEventStore
+
+PARALLEL_THRESHOLD = 200_000
+SEGMENT_SIZE = 100_000
+
+StreamKey = tuple[str, str]
+
+
+@frozen
+class Problem:
+    """The first bad position found and why."""
+
+    position: int
+    reason: str
+
+
+@frozen
+class Segment:
+    """What checking positions ``since+1 .. until`` found."""
+
+    since: int
+    until: int
+    checked: int
+    first_prev_hash: str | None
+    last_hash: str | None
+    problem: Problem | None
+    stream_first: dict[StreamKey, tuple[int, int]] = field(factory=dict)
+    stream_last: dict[StreamKey, int] = field(factory=dict)
+
+
+def check_segment(store: SQLiteEventStore, since: int, until: int) -> Segment:
+    """Check hashes, gap-free positions and stream versions within one range of positions."""
+    sha256 = hashlib.sha256
+    expected = since
+    prev: str | None = None
+    first_prev: str | None = None
+    stream_first: dict[StreamKey, tuple[int, int]] = {}
+    stream_last: dict[StreamKey, int] = {}
+    problem = None
+    for rows in store.chain_rows(since, until):
+        for position, program, stream, version, prev_hash, digest, hashed in rows:
+            expected += 1
+            if position != expected:
+                problem = Problem(expected, f"position {expected} is missing (next is {position})")
+                break
+            if prev is None:
+                first_prev = prev_hash
+            elif prev_hash != prev:
+                problem = Problem(position, "its prev_hash is not the hash of the event before it")
+                break
+            if sha256(hashed).hexdigest() != digest:
+                problem = Problem(position, "its contents do not match its hash (the row changed)")
+                break
+            key = (program, stream)
+            last = stream_last.get(key)
+            if last is None:
+                stream_first[key] = (version, position)
+            elif version != last + 1:
+                problem = Problem(position, _version_jump(key, last, version))
+                break
+            stream_last[key] = version
+            prev = digest
+        if problem:
+            break
+    if problem is None and expected < until:
+        problem = Problem(expected + 1, f"positions {expected + 1}-{until} are missing")
+    return Segment(
+        since, until, expected - since, first_prev, prev, problem, stream_first, stream_last
+    )
+
+
+def _version_jump(key: StreamKey, last: int, version: int) -> str:
+    program, stream = key
+    return f"{stream} in {program} jumps from version {last} to {version}"
+
+
+def merge(segments: Iterator[Segment]) -> tuple[int, str, Problem | None]:
+    """Link segments in order: ``(events checked, last hash, first problem or None)``."""
+    prev_hash = GENESIS_HASH
+    versions: dict[StreamKey, int] = {}
+    checked = 0
+    for segment in segments:
+        found = [segment.problem] if segment.problem else []
+        if segment.checked and segment.first_prev_hash != prev_hash:
+            found.append(
+                Problem(segment.since + 1, "its prev_hash is not the hash of the event before it")
+            )
+        for key, (version, position) in segment.stream_first.items():
+            last = versions.get(key, 0)
+            if version != last + 1:
+                found.append(Problem(position, _version_jump(key, last, version)))
+        if found:
+            return checked, prev_hash, min(found, key=lambda p: p.position)
+        checked += segment.checked
+        if segment.last_hash is not None:
+            prev_hash = segment.last_hash
+        versions.update(segment.stream_last)
+    return checked, prev_hash, None
+
+
+def _ranges(head: int, size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + size, head)) for start in range(0, head, size)] or [(0, 0)]
+
+
+def _check_file_segment(path: str, since: int, until: int) -> Segment:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        conn.execute("PRAGMA cache_size = -16384")
+        return check_segment(SQLiteEventStore(conn), since, until)
+    finally:
+        conn.close()
+
+
+def check_chain(
+    store: SQLiteEventStore,
+    head: int,
+    *,
+    path: str | None = None,
+    workers: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[int, str, Problem | None]:
+    """Check positions ``1..head``; large logs in a file are split across processes."""
+    workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
+    if path is None or workers < 2 or head < PARALLEL_THRESHOLD:
+        ranges = _ranges(head, SEGMENT_SIZE)
+
+        def sequential() -> Iterator[Segment]:
+            for since, until in ranges:
+                segment = check_segment(store, since, until)
+                if progress:
+                    progress(segment.checked)
+                yield segment
+
+        return merge(sequential())
+    ranges = _ranges(head, max(SEGMENT_SIZE, head // (workers * 4)))
+    # fork starts workers without re-importing anything; the workers open their own
+    # read-only connections and never touch the parent's.
+    method = "fork" if "fork" in get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=get_context(method)) as pool:
+        futures = [pool.submit(_check_file_segment, path, since, until) for since, until in ranges]
+
+        def in_order() -> Iterator[Segment]:
+            for future in futures:
+                segment = future.result()
+                if progress:
+                    progress(segment.checked)
+                yield segment
+
+        try:
+            return merge(in_order())
+        finally:
+            for future in futures:
+                future.cancel()
