@@ -12,8 +12,6 @@ import hashlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_all_start_methods, get_context
 
 from attrs import field, frozen
 
@@ -152,6 +150,9 @@ def check_chain(
 
         return merge(sequential())
     ranges = _ranges(head, max(SEGMENT_SIZE, head // (workers * 4)))
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_all_start_methods, get_context
+
     # fork starts workers without re-importing anything; the workers open their own
     # read-only connections and never touch the parent's.
     method = "fork" if "fork" in get_all_start_methods() else "spawn"

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
-from sqlite_utils import Database, Migrations
+from rmcore.projections import PROJECTION_MIGRATIONS
+from rmcore.store import LOG_MIGRATIONS
 
-from rmcore.projections import projection_migrations
-from rmcore.store import log_migrations
-
-CORE_MIGRATIONS: tuple[Migrations, ...] = (log_migrations, projection_migrations)
+MigrationSteps = Sequence[tuple[str, Callable[[Any], None]]]
+# Named sets of ordered schema steps, applied with sqlite-utils' Migrations. Plugins that
+# own tables pass their own sets to migrate().
+CORE_MIGRATIONS: dict[str, MigrationSteps] = {
+    "rmcore.log": LOG_MIGRATIONS,
+    "rmcore.projections": PROJECTION_MIGRATIONS,
+}
 BUSY_TIMEOUT_MS = 30_000
 CACHE_KIB = 64 * 1024  # page cache per connection; indexes on pair ids are hit at random
 
@@ -49,26 +54,36 @@ def connect(path: str | os.PathLike, *, create: bool = False) -> sqlite3.Connect
     return conn
 
 
-def migrate(conn: sqlite3.Connection, extra: Iterable[Migrations] = ()) -> None:
-    """Apply pending migrations of the core and of plugins, all in one write transaction."""
-    sets = [*CORE_MIGRATIONS, *extra]
-    db = Database(conn, execute_plugins=False)
+def _fingerprint(sets: Mapping[str, MigrationSteps]) -> int:
+    """How many steps the sets hold: stored as ``PRAGMA user_version`` once applied."""
+    return sum(len(steps) for steps in sets.values())
+
+
+def migrate(conn: sqlite3.Connection, extra: Mapping[str, MigrationSteps] | None = None) -> None:
+    """Apply pending schema steps of the core (and of plugins) in one write transaction.
+
+    ``PRAGMA user_version`` records how many steps are applied, so an up-to-date database
+    is recognised without loading sqlite-utils (which keeps every command's start quick).
+    """
+    sets = {**CORE_MIGRATIONS, **(extra or {})}
+    expected = _fingerprint(sets)
     try:
-        if not any(s.pending(db) for s in sets):
+        if conn.execute("PRAGMA user_version").fetchone()[0] == expected:
             return
+        from sqlite_utils import Database, Migrations
+
+        db = Database(conn, execute_plugins=False)
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for migration_set in sets:
-                migration_set.apply(db)
+            for name, steps in sets.items():
+                migrations = Migrations(name)
+                for step_name, step in steps:
+                    migrations(name=step_name)(step)
+                migrations.apply(db)
+            conn.execute(f"PRAGMA user_version = {expected}")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
     except sqlite3.DatabaseError as exc:
         raise DatabaseError(f"cannot prepare the database: {exc}") from exc
-
-
-def is_initialised(conn: sqlite3.Connection) -> bool:
-    """Whether the core tables exist."""
-    db = Database(conn, execute_plugins=False)
-    return not any(s.pending(db) for s in CORE_MIGRATIONS)

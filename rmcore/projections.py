@@ -14,16 +14,16 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-
-from sqlite_utils import Database, Migrations
+from typing import TYPE_CHECKING
 
 from rmcore.codec import canonical_json
 from rmcore.events import EventRegistry
 from rmcore.store import SQLiteEventStore, StoredEvent
 
-CHECKPOINT = "core"
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
-projection_migrations = Migrations("rmcore.projections")
+CHECKPOINT = "core"
 
 TABLES: dict[str, str] = {
     "people": """
@@ -112,7 +112,6 @@ INDEXES = (
 )
 
 
-@projection_migrations()
 def create_projection_tables(db: Database) -> None:
     """The core read models and the checkpoint table."""
     for ddl in TABLES.values():
@@ -121,6 +120,10 @@ def create_projection_tables(db: Database) -> None:
         db.execute(ddl)
     db.execute("CREATE TABLE checkpoints (name TEXT PRIMARY KEY, position INTEGER NOT NULL)")
     db.execute("INSERT INTO checkpoints (name, position) VALUES (?, 0)", [CHECKPOINT])
+
+
+# Named, ordered schema steps of the read models; applied by rmcore.db.migrate.
+PROJECTION_MIGRATIONS = (("create_projection_tables", create_projection_tables),)
 
 
 # How each event type changes the read models: (table, SQL) pairs run in order. Every

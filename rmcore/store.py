@@ -24,20 +24,19 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from attrs import frozen
-from sqlite_utils import Database, Migrations
+
+if TYPE_CHECKING:
+    from sqlite_utils import Database
 
 GENESIS_HASH = "0" * 64
 VERSION_CACHE_SIZE = 200_000
 SEPARATOR = "\x1f"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
-log_migrations = Migrations("rmcore.log")
 
-
-@log_migrations()
 def create_event_log(db: Database) -> None:
     """The append-only log table, its indexes and its guard triggers."""
     db.execute(
@@ -72,6 +71,10 @@ def create_event_log(db: Database) -> None:
             BEGIN SELECT RAISE(ABORT, 'the event log is append-only'); END
             """
         )
+
+
+# Named, ordered schema steps of the log; applied by rmcore.db.migrate. Append, never edit.
+LOG_MIGRATIONS = (("create_event_log", create_event_log),)
 
 
 class StoreError(Exception):
