@@ -26,8 +26,8 @@ def rmcore_on_event(event, envelope, program, config) -> None:
 
 
 @hookspec
-def rmcore_kpis(conn, program, as_of, config) -> list | None:
-    """Contribute named KPIs for a program as of a business date."""
+def rmcore_kpis(conn, program, as_of, config, by) -> list | None:
+    """Contribute ``rmcore.kpis.Kpi`` records as of a business date; with ``by``, one per group."""
 
 
 @hookspec

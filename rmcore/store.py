@@ -20,7 +20,6 @@ import os
 import re
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -43,7 +42,7 @@ def create_event_log(db: Database) -> None:
         """
         CREATE TABLE events (
             position INTEGER PRIMARY KEY AUTOINCREMENT,
-            event_id TEXT NOT NULL UNIQUE,
+            event_id TEXT NOT NULL,
             program TEXT NOT NULL,
             stream TEXT NOT NULL,
             version INTEGER NOT NULL,
@@ -151,22 +150,11 @@ def canonical_envelope(
     idempotency_key: str | None,
     data: str,
 ) -> str:
-    """The envelope fields joined with the unit separator, as they are hashed."""
-    return SEPARATOR.join(
-        (
-            str(position),
-            event_id,
-            program,
-            stream,
-            str(version),
-            type,
-            str(schema),
-            occurred_at,
-            recorded_at,
-            actor,
-            idempotency_key or "",
-            data,
-        )
+    """The envelope fields joined with the unit separator (0x1f), as they are hashed."""
+    return (
+        f"{position}\x1f{event_id}\x1f{program}\x1f{stream}\x1f{version}\x1f{type}\x1f"
+        f"{schema}\x1f{occurred_at}\x1f{recorded_at}\x1f{actor}\x1f{idempotency_key or ''}\x1f"
+        f"{data}"
     )
 
 
@@ -175,17 +163,21 @@ def chain_hash(prev_hash: str, canonical: str) -> str:
     return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
 
 
-def new_event_id() -> str:
-    """A time-ordered UUID (version 7 layout): new ids land at the end of the index."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return str(uuid.UUID(int=value))
+def new_event_ids(count: int) -> list[str]:
+    """Time-ordered UUIDs (version 7 layout: millisecond time, then random bits)."""
+    millis = f"{time.time_ns() // 1_000_000:012x}"
+    randomness = os.urandom(10 * count).hex()
+    ids = []
+    for i in range(0, 20 * count, 20):
+        r = randomness[i : i + 20]
+        variant = "89ab"[int(r[3], 16) & 3]
+        ids.append(f"{millis[:8]}-{millis[8:]}-7{r[:3]}-{variant}{r[4:7]}-{r[8:20]}")
+    return ids
 
 
 def utc_now() -> str:
-    """System time as stored in ``recorded_at``."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """System time as stored in ``recorded_at``: ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def check_envelope_text(name: str, value: str | None) -> None:
@@ -279,7 +271,8 @@ class SQLiteEventStore:
             self._versions.clear()
         versions = self._versions
         stored: list[StoredEvent] = []
-        for new in events:
+        event_ids = new_event_ids(len(events))
+        for new, event_id in zip(events, event_ids):
             check_envelope_text("stream", new.stream)
             check_envelope_text("occurred_at", new.occurred_at)
             key = (program, new.stream)
@@ -293,7 +286,6 @@ class SQLiteEventStore:
             version += 1
             versions[key] = version
             position += 1
-            event_id = new_event_id()
             canonical = canonical_envelope(
                 position,
                 event_id,
