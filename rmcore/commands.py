@@ -14,10 +14,13 @@ Decisions recorded here (where DESIGN.md is silent):
 
 from __future__ import annotations
 
+import functools
 import re
+import zoneinfo
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import attrs
 from attrs import field, frozen
 
 from rmcore.events import (
@@ -28,6 +31,7 @@ from rmcore.events import (
     Left,
     Paired,
     PairEnded,
+    ProfileUpdated,
     SessionHeld,
 )
 from rmcore.model import ROLES, Pair, Person
@@ -83,6 +87,15 @@ class Join:
     skills_sought: tuple[str, ...] = field(default=(), converter=tuple)
     goals: tuple[str, ...] = field(default=(), converter=tuple)
     capacity: int | None = None
+
+
+@frozen(kw_only=True)
+class UpdateProfile:
+    """Change some of a person's profile fields (an HR re-import, a new skill)."""
+
+    person_id: str
+    changes: dict[str, Any]
+    at: str
 
 
 @frozen(kw_only=True)
@@ -149,7 +162,9 @@ class SetConfig:
     at: str
 
 
-Command = Join | MakePair | RecordSession | GiveFeedback | EndPair | Leave | SetConfig
+Command = (
+    Join | UpdateProfile | MakePair | RecordSession | GiveFeedback | EndPair | Leave | SetConfig
+)
 
 
 def check_text(
@@ -222,6 +237,86 @@ def _within_pair_life(pair: Pair, at: str, what: str) -> None:
         )
 
 
+PROFILE_FIELDS = (
+    "name",
+    "email",
+    "role",
+    "generation",
+    "department",
+    "manager_id",
+    "timezone",
+    "skills_offered",
+    "skills_sought",
+    "goals",
+    "capacity",
+)
+_LIST_FIELDS = {
+    "skills_offered": "skills offered",
+    "skills_sought": "skills sought",
+    "goals": "goals",
+}
+
+
+def check_timezone(value: str) -> None:
+    """An IANA time zone name such as Europe/Paris (or UTC)."""
+    if value == "UTC":
+        return
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        if _tz_database_present():
+            raise DomainError(
+                f"timezone {value!r} is not an IANA time zone name like Europe/Paris"
+            ) from None
+
+
+@functools.cache
+def _tz_database_present() -> bool:
+    try:
+        zoneinfo.ZoneInfo("Europe/Paris")
+    except zoneinfo.ZoneInfoNotFoundError:
+        return False
+    return True
+
+
+def profile_value(person_id: str, field_name: str, value: Any) -> Any:
+    """Validate one profile field and return it normalised (stripped text, tuples)."""
+    if field_name in _LIST_FIELDS:
+        values = tuple(value or ())
+        check_list(_LIST_FIELDS[field_name], values)
+        return values
+    if field_name == "capacity":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise DomainError(f"capacity must be a whole number from 0 to {MAX_CAPACITY}")
+        if not 0 <= value <= MAX_CAPACITY:
+            raise DomainError(f"capacity {value} is outside 0-{MAX_CAPACITY}")
+        return value
+    if field_name == "manager_id":
+        if value in (None, ""):
+            return None
+        check_person_id(value, "manager id")
+        if value == person_id:
+            raise DomainError(f"{person_id} cannot be their own manager")
+        return value
+    if not isinstance(value, str):
+        raise DomainError(f"{field_name} must be text")
+    value = value.strip()
+    if field_name == "name":
+        check_text("name", value, limit=200, required=True)
+    elif field_name == "email":
+        check_email(value)
+    elif field_name == "role":
+        if value not in ROLES:
+            raise DomainError(f"role {value!r} is not one of {', '.join(ROLES)}")
+    elif field_name == "timezone":
+        value = value or "UTC"
+        check_text("timezone", value, limit=100)
+        check_timezone(value)
+    else:
+        check_text(field_name, value, limit=100)
+    return value
+
+
 def decide_join(state: State, cmd: Join) -> list[Event]:
     """A person joins once per program with a valid profile."""
     check_person_id(cmd.person_id)
@@ -234,46 +329,50 @@ def decide_join(state: State, cmd: Join) -> list[Event]:
             f"{cmd.person_id} joined on {when} and left on {existing.left_at[:10]}; "
             "a person joins a program once"
         )
-    check_text("name", cmd.name, limit=200, required=True)
-    check_email(cmd.email)
-    if cmd.role not in ROLES:
-        raise DomainError(f"role {cmd.role!r} is not one of {', '.join(ROLES)}")
-    for label, value in (
-        ("generation", cmd.generation),
-        ("department", cmd.department),
-        ("timezone", cmd.timezone),
-    ):
-        check_text(label, value, limit=100)
-    if cmd.manager_id is not None:
-        check_person_id(cmd.manager_id, "manager id")
-        if cmd.manager_id == cmd.person_id:
-            raise DomainError(f"{cmd.person_id} cannot be their own manager")
-    check_list("skills offered", cmd.skills_offered)
-    check_list("skills sought", cmd.skills_sought)
-    check_list("goals", cmd.goals)
+    profile = {
+        name: profile_value(cmd.person_id, name, getattr(cmd, name))
+        for name in PROFILE_FIELDS
+        if name != "capacity"
+    }
     capacity = cmd.capacity
     if capacity is None:
-        capacity = 1 if cmd.role in ("mentor", "both") else 0
-    if isinstance(capacity, bool) or not isinstance(capacity, int):
-        raise DomainError(f"capacity must be a whole number from 0 to {MAX_CAPACITY}")
-    if not 0 <= capacity <= MAX_CAPACITY:
-        raise DomainError(f"capacity {capacity} is outside 0-{MAX_CAPACITY}")
-    return [
-        Joined(
-            person_id=cmd.person_id,
-            name=cmd.name.strip(),
-            email=cmd.email.strip(),
-            role=cmd.role,
-            generation=cmd.generation.strip(),
-            department=cmd.department.strip(),
-            manager_id=cmd.manager_id,
-            timezone=cmd.timezone.strip() or "UTC",
-            skills_offered=cmd.skills_offered,
-            skills_sought=cmd.skills_sought,
-            goals=cmd.goals,
-            capacity=capacity,
+        capacity = 1 if profile["role"] in ("mentor", "both") else 0
+    profile["capacity"] = profile_value(cmd.person_id, "capacity", capacity)
+    return [Joined(person_id=cmd.person_id, **profile)]
+
+
+def decide_update_profile(state: State, cmd: UpdateProfile) -> list[Event]:
+    """Record the fields that really changed; roles and capacity must fit active pairs."""
+    person = _require_active_person(state, cmd.person_id)
+    changes: dict[str, Any] = {}
+    for name, value in cmd.changes.items():
+        if name not in PROFILE_FIELDS:
+            raise DomainError(f"{name!r} is not a profile field")
+        value = profile_value(person.person_id, name, value)
+        if value != getattr(person, name):
+            changes[name] = list(value) if isinstance(value, tuple) else value
+    if not changes:
+        return []
+    updated = attrs.evolve(person, **changes)
+    pairs = state.active_pairs_of(person.person_id)
+    mentoring = sum(1 for p in pairs if p.mentor_id == person.person_id)
+    mentored = any(p.mentee_id == person.person_id for p in pairs)
+    if mentoring and not updated.can_mentor:
+        raise DomainError(
+            f"{person.person_id} mentors in {mentoring} active pair(s) and cannot become a "
+            f"{updated.role}; end those pairs first"
         )
-    ]
+    if mentored and not updated.can_be_mentored:
+        raise DomainError(
+            f"{person.person_id} is mentored in an active pair and cannot become a "
+            f"{updated.role}; end that pair first"
+        )
+    if updated.capacity < mentoring:
+        raise DomainError(
+            f"capacity {updated.capacity} is below the {mentoring} mentee(s) "
+            f"{person.person_id} has now"
+        )
+    return [ProfileUpdated(person_id=person.person_id, changes=changes)]
 
 
 def _new_pair_id(state: State, mentor_id: str, mentee_id: str) -> str:
@@ -438,6 +537,7 @@ def decide_config(state: State, cmd: SetConfig) -> list[Event]:
 
 DECIDERS: dict[type, Callable[[State, Any], list[Event]]] = {
     Join: decide_join,
+    UpdateProfile: decide_update_profile,
     MakePair: decide_pair,
     RecordSession: decide_session,
     GiveFeedback: decide_feedback,

@@ -79,6 +79,14 @@ class Joined(PersonEvent):
 
 
 @frozen(kw_only=True)
+class ProfileUpdated(PersonEvent):
+    """Some of a person's profile fields changed; ``changes`` holds only the new values."""
+
+    type: ClassVar[str] = "profile_updated"
+    changes: dict[str, Any] = field(factory=dict)
+
+
+@frozen(kw_only=True)
 class Paired(PairEvent):
     """A mentor and a mentee were paired."""
 
@@ -154,6 +162,7 @@ def session_held_v1_to_v2(payload: Payload) -> Payload:
 
 CORE_EVENT_TYPES: tuple[type[Event], ...] = (
     Joined,
+    ProfileUpdated,
     Paired,
     SessionHeld,
     FeedbackGiven,

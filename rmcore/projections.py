@@ -126,6 +126,21 @@ def create_projection_tables(db: Database) -> None:
 PROJECTION_MIGRATIONS = (("create_projection_tables", create_projection_tables),)
 
 
+def _profile_update_sql() -> str:
+    """Set each people column whose field is present in ``changes`` (null included)."""
+    text = ("name", "email", "role", "generation", "department", "manager_id", "timezone")
+    json_lists = ("skills_offered", "skills_sought", "goals")
+    assignments = [
+        f"{column} = CASE WHEN json_type(?4, '$.changes.{column}') IS NULL THEN {column}"
+        f" ELSE ?4 {'->' if column in json_lists else '->>'} '$.changes.{column}' END"
+        for column in (*text, *json_lists, "capacity")
+    ]
+    return (
+        f"UPDATE people SET {', '.join(assignments)}"
+        " WHERE program = ?2 AND person_id = ?4 ->> 'person_id'"
+    )
+
+
 # How each event type changes the read models: (table, SQL) pairs run in order. Every
 # statement takes the same four parameters, ?1 position, ?2 program, ?3 occurred_at and
 # ?4 the payload as canonical JSON of the current schema, and picks its fields with
@@ -145,6 +160,7 @@ STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
             " coalesce(?4 ->> 'capacity', 0), 'active', ?3)",
         ),
     ),
+    "profile_updated": (("people", _profile_update_sql()),),
     "left": (
         (
             "people",
