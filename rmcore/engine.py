@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pluggy
@@ -13,7 +14,7 @@ from attrs import frozen
 from rmcore import db, queries
 from rmcore.codec import Codec
 from rmcore.commands import Command, DomainError, decide
-from rmcore.events import EventRegistry
+from rmcore.events import Event, EventRegistry
 from rmcore.plugins import make_plugin_manager
 from rmcore.projections import Projector
 from rmcore.store import NewEvent, SQLiteEventStore, StoredEvent, check_envelope_text, utc_now
@@ -27,6 +28,61 @@ class Outcome:
 
     events: list[StoredEvent]
     duplicate: bool = False
+
+
+class UnitOfWork:
+    """Buffers decided events and appends them, read models included, in its transaction."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        program: str,
+        actor: str,
+        idempotency_key: str | None,
+        earlier: list[StoredEvent],
+        keep_events: bool,
+    ) -> None:
+        self.engine = engine
+        self.program = program
+        self.actor = actor
+        self.idempotency_key = idempotency_key
+        self.earlier = earlier
+        self.keep_events = keep_events
+        self.recorded_at = utc_now()
+        self.appended: list[StoredEvent] = []
+        self.count = 0
+        self._pending: list[NewEvent] = []
+
+    @property
+    def duplicate(self) -> bool:
+        """A command with this idempotency key is already in the log."""
+        return bool(self.earlier)
+
+    def record(self, at: str, events: Sequence[Event]) -> None:
+        """Queue events that occurred at ``at``; they are appended on the next flush."""
+        if self.duplicate:
+            raise DomainError("this command was already recorded under its idempotency key")
+        encode = self.engine.codec.encode
+        self._pending.extend(
+            NewEvent(event.stream, event.type, event.schema, at, encode(event)) for event in events
+        )
+
+    def flush(self) -> None:
+        """Append what is queued and fold it into the read models (same transaction)."""
+        if not self._pending:
+            return
+        stored = self.engine.store.append(
+            self.program,
+            self._pending,
+            actor=self.actor,
+            idempotency_key=self.idempotency_key,
+            recorded_at=self.recorded_at,
+        )
+        self._pending = []
+        self.engine.projector.apply(stored)
+        self.count += len(stored)
+        if self.keep_events:
+            self.appended.extend(stored)
 
 
 def build_registry(pm: pluggy.PluginManager) -> EventRegistry:
@@ -81,6 +137,43 @@ class Engine:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @contextmanager
+    def unit_of_work(
+        self,
+        program: str,
+        *,
+        actor: str,
+        idempotency_key: str | None = None,
+        expected_program_position: int | None = None,
+        keep_events: bool = True,
+    ) -> Iterator[UnitOfWork]:
+        """One write transaction: everything recorded in it commits together or not at all.
+
+        The read models are brought up to date first. If the idempotency key is already in
+        the log, the unit is marked ``duplicate`` and the caller must record nothing.
+        """
+        _check_name("program", program)
+        _check_name("actor", actor)
+        if idempotency_key is not None:
+            _check_name("idempotency key", idempotency_key)
+        with self.store.transaction():
+            earlier: list[StoredEvent] = []
+            if idempotency_key is not None:
+                earlier = self.store.find_by_idempotency_key(program, idempotency_key)
+            if not earlier:
+                self.projector.catch_up(self.store)
+            if expected_program_position is not None and not earlier:
+                current = queries.program_position(self.conn, program)
+                if current != expected_program_position:
+                    raise DomainError(
+                        f"program {program} changed since the proposal was made (its last "
+                        f"event was {expected_program_position}, now {current}); "
+                        "compute it again"
+                    )
+            unit = UnitOfWork(self, program, actor, idempotency_key, earlier, keep_events)
+            yield unit
+            unit.flush()
+
     def execute(
         self,
         program: str,
@@ -100,48 +193,21 @@ class Engine:
         """
         if not isinstance(commands, Sequence):
             commands = [commands]
-        _check_name("program", program)
-        _check_name("actor", actor)
-        if idempotency_key is not None:
-            _check_name("idempotency key", idempotency_key)
-        with self.store.transaction():
-            if idempotency_key is not None:
-                earlier = self.store.find_by_idempotency_key(program, idempotency_key)
-                if earlier:
-                    return Outcome(earlier, duplicate=True)
-            self.projector.catch_up(self.store)
-            if expected_program_position is not None:
-                current = queries.program_position(self.conn, program)
-                if current != expected_program_position:
-                    raise DomainError(
-                        f"program {program} changed since the proposal was made (its last "
-                        f"event was {expected_program_position}, now {current}); "
-                        "compute it again"
-                    )
+        with self.unit_of_work(
+            program,
+            actor=actor,
+            idempotency_key=idempotency_key,
+            expected_program_position=expected_program_position,
+        ) as unit:
+            if unit.duplicate:
+                return Outcome(unit.earlier, duplicate=True)
             state = queries.SqlState(self.conn, program)
-            recorded_at = utc_now()
-            appended: list[StoredEvent] = []
             for command in commands:
-                new = [
-                    NewEvent(
-                        event.stream, event.type, event.schema, command.at, self.codec.encode(event)
-                    )
-                    for event in decide(state, command)
-                ]
-                if not new:
-                    continue
-                stored = self.store.append(
-                    program,
-                    new,
-                    actor=actor,
-                    idempotency_key=idempotency_key,
-                    recorded_at=recorded_at,
-                )
-                self.projector.apply(stored)
-                appended.extend(stored)
+                unit.record(command.at, decide(state, command))
+                unit.flush()
                 if progress:
                     progress(1)
-            return Outcome(appended)
+        return Outcome(unit.appended)
 
     def config(self, program: str) -> dict[str, Any]:
         """The program's current settings, as plugins receive them."""
