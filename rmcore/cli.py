@@ -25,6 +25,7 @@ from rmcore.commands import (
 )
 from rmcore.db import DatabaseError
 from rmcore.engine import DEFAULT_PROGRAM, Engine, Outcome
+from rmcore.importer import ImportRefused, import_people
 from rmcore.match_command import match
 from rmcore.output import format_option, write_rows
 from rmcore.plugins import disabled_from_env, known_plugin_names, list_plugins, make_plugin_manager
@@ -289,6 +290,51 @@ def join(app: App, person, name, email, role, generation, department, manager, t
     report(outcome, lambda o: f"{person} joined {app.program} ({positions(o)})")
 
 
+@cli.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--ignore-extra", is_flag=True, help="Skip columns rmcore does not know.")
+@click.option(
+    "--leave-missing", is_flag=True, help="Active people absent from the file leave the program."
+)
+@click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
+@at_option
+@idempotency_option
+@pass_app
+def import_command(app: App, file, ignore_extra, leave_missing, quiet, at, idempotency_key):
+    """Import people from an HR export (CSV or JSON lines): all rows or none."""
+    engine = app.engine()
+    total = None if quiet else _count_lines(file)
+    with progress_bar("Importing", total or 0) if total else _Silent() as bar:
+        try:
+            result = import_people(
+                engine,
+                app.program,
+                file,
+                actor=app.actor,
+                at=at,
+                ignore_extra=ignore_extra,
+                leave_missing=leave_missing,
+                idempotency_key=idempotency_key,
+                progress=bar.update,
+            )
+        except ImportRefused as exc:
+            raise click.ClickException(str(exc)) from None
+    if not quiet:
+        click.echo(
+            f"Imported {result.rows} rows: {result.joined} joined, {result.updated} updated, "
+            f"{result.unchanged} unchanged, {result.left} left ({result.events} events)."
+        )
+
+
+def _count_lines(path: str) -> int | None:
+    """Rows in the file (for the progress bar); None if it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+    except OSError:
+        return None
+
+
 @cli.command()
 @click.argument("mentor")
 @click.argument("mentee")
@@ -400,9 +446,7 @@ def people(app: App, status: str, fmt: str | None) -> None:
     found = queries.people(
         app.engine().conn, app.program, status=None if status == "all" else status
     )
-    rows = (person_row(p) for p in found)
-    columns = [c for c in PERSON_COLUMNS if c not in ("goals",)]
-    write_rows(rows, columns, fmt)
+    write_rows((person_row(p) for p in found), PERSON_COLUMNS, fmt)
 
 
 def person_row(person) -> dict[str, Any]:

@@ -38,7 +38,15 @@ from rmcore.model import ROLES, Pair, Person
 
 
 class DomainError(Exception):
-    """A command broke a rule; the message says which, in plain words."""
+    """A command broke a rule; the message says which, in plain words.
+
+    ``field`` names the command field at fault when there is one, so a bulk import can
+    point at the right column.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class State(Protocol):
@@ -281,6 +289,14 @@ def _tz_database_present() -> bool:
 
 def profile_value(person_id: str, field_name: str, value: Any) -> Any:
     """Validate one profile field and return it normalised (stripped text, tuples)."""
+    try:
+        return _profile_value(person_id, field_name, value)
+    except DomainError as exc:
+        exc.field = field_name
+        raise
+
+
+def _profile_value(person_id: str, field_name: str, value: Any) -> Any:
     if field_name in _LIST_FIELDS:
         values = tuple(value or ())
         check_list(_LIST_FIELDS[field_name], values)
@@ -319,7 +335,11 @@ def profile_value(person_id: str, field_name: str, value: Any) -> Any:
 
 def decide_join(state: State, cmd: Join) -> list[Event]:
     """A person joins once per program with a valid profile."""
-    check_person_id(cmd.person_id)
+    try:
+        check_person_id(cmd.person_id)
+    except DomainError as exc:
+        exc.field = "person_id"
+        raise
     existing = state.person(cmd.person_id)
     if existing is not None:
         when = existing.joined_at[:10]

@@ -54,6 +54,11 @@ class UnitOfWork:
         self._pending: list[NewEvent] = []
 
     @property
+    def pending(self) -> int:
+        """How many events are queued for the next flush."""
+        return len(self._pending)
+
+    @property
     def duplicate(self) -> bool:
         """A command with this idempotency key is already in the log."""
         return bool(self.earlier)

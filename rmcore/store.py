@@ -250,6 +250,21 @@ class SQLiteEventStore:
         ).fetchone()
         return row[0] if row else 0
 
+    def stream_versions(self, program: str, streams: set[str]) -> dict[tuple[str, str], int]:
+        """The last version of each stream (0 for new ones), a few queries per batch."""
+        found = dict.fromkeys(((program, stream) for stream in streams), 0)
+        ordered = sorted(streams)
+        for start in range(0, len(ordered), 500):
+            chunk = ordered[start : start + 500]
+            rows = self.conn.execute(
+                f"SELECT stream, max(version) FROM events WHERE program = ? AND stream IN"
+                f" ({', '.join('?' * len(chunk))}) GROUP BY stream",
+                (program, *chunk),
+            )
+            for stream, version in rows:
+                found[(program, stream)] = version
+        return found
+
     def append(
         self,
         program: str,
@@ -270,15 +285,16 @@ class SQLiteEventStore:
         if self._versions_head != prev_hash or len(self._versions) > VERSION_CACHE_SIZE:
             self._versions.clear()
         versions = self._versions
+        unknown = {new.stream for new in events if (program, new.stream) not in versions}
+        if unknown:
+            versions.update(self.stream_versions(program, unknown))
         stored: list[StoredEvent] = []
         event_ids = new_event_ids(len(events))
         for new, event_id in zip(events, event_ids):
             check_envelope_text("stream", new.stream)
             check_envelope_text("occurred_at", new.occurred_at)
             key = (program, new.stream)
-            version = versions.get(key)
-            if version is None:
-                version = self.stream_version(program, new.stream)
+            version = versions[key]
             if new.expected_version is not None and new.expected_version != version:
                 raise ConcurrencyError(
                     f"{new.stream} is at version {version}, expected {new.expected_version}"
