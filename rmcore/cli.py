@@ -303,8 +303,8 @@ def join(app: App, person, name, email, role, generation, department, manager, t
 def import_command(app: App, file, ignore_extra, leave_missing, quiet, at, idempotency_key):
     """Import people from an HR export (CSV or JSON lines): all rows or none."""
     engine = app.engine()
-    total = None if quiet else _count_lines(file)
-    with progress_bar("Importing", total or 0) if total else _Silent() as bar:
+    bar_context = _Silent() if quiet else progress_bar("Importing", _count_lines(file))
+    with bar_context as bar:
         try:
             result = import_people(
                 engine,
@@ -326,13 +326,13 @@ def import_command(app: App, file, ignore_extra, leave_missing, quiet, at, idemp
         )
 
 
-def _count_lines(path: str) -> int | None:
-    """Rows in the file (for the progress bar); None if it cannot be read."""
+def _count_lines(path: str) -> int:
+    """Lines in the file, for the progress bar (0 if it cannot be read)."""
     try:
         with open(path, "rb") as handle:
             return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
     except OSError:
-        return None
+        return 0
 
 
 @cli.command()
