@@ -446,7 +446,15 @@ def people(app: App, status: str, fmt: str | None) -> None:
     found = queries.people(
         app.engine().conn, app.program, status=None if status == "all" else status
     )
-    write_rows((person_row(p) for p in found), PERSON_COLUMNS, fmt)
+    write_rows(
+        (person_row(p) for p in found),
+        PERSON_COLUMNS,
+        fmt,
+        table_columns=(
+            "person_id", "name", "role", "generation", "department", "manager_id",
+            "skills_offered", "skills_sought", "capacity", "status",
+        ),
+    )  # fmt: skip
 
 
 def person_row(person) -> dict[str, Any]:

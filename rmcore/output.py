@@ -51,10 +51,17 @@ def write_rows(
     columns: Sequence[str],
     fmt: str | None,
     out: IO[str] | None = None,
+    *,
+    table_columns: Sequence[str] | None = None,
 ) -> int:
-    """Write rows in the chosen format; JSON and CSV stream, a table is aligned. Returns count."""
+    """Write rows in the chosen format; JSON and CSV stream, a table is aligned. Returns count.
+
+    ``table_columns`` narrows what a terminal table shows; JSON and CSV keep every column.
+    """
     out = out or sys.stdout
     fmt = resolve_format(fmt, out)
+    if fmt == "table" and table_columns:
+        columns = table_columns
     count = 0
     if fmt == "json":
         out.write("[")
