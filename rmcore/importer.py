@@ -265,8 +265,8 @@ def import_people(
                 for column, reason in problems:
                     errors.add(line, column, reason)
                 if "" in row:
-                    if problems:
-                        break  # a bad header: the rows cannot be read
+                    if not set(REQUIRED) <= set(row_mapping.values()):
+                        break  # without the required columns no row can be read
                     mapping = row_mapping
                     continue
                 if problems:
