@@ -515,7 +515,9 @@ def log(app: App, since: int, types: tuple[str, ...], all_programs: bool) -> Non
 @pass_app
 def plugins(app: App, fmt: str | None) -> None:
     """List installed plugins, their versions and the hooks they implement."""
-    pm = app.engine().pm if app.disabled else PLUGIN_MANAGER
+    pm = PLUGIN_MANAGER
+    if app.disabled:
+        pm = make_plugin_manager([*disabled_from_env(), *app.disabled])
     rows = list_plugins(pm)
     write_rows(rows, ("name", "version", "hooks"), fmt)
 

@@ -43,15 +43,40 @@ def connect(path: str | os.PathLike, *, create: bool = False) -> sqlite3.Connect
             raise DatabaseError(f"{path} is a folder, not a database file")
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    except sqlite3.Error as exc:
+        raise DatabaseError(f"cannot open {path}: {exc}") from exc
+    try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if str(path) != ":memory:":
+            check_is_rmcore(conn, path, creating=create)
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal" and str(path) != ":memory:":
             raise DatabaseError(f"cannot switch {path} to WAL mode (journal mode {mode})")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     except sqlite3.DatabaseError as exc:
+        conn.close()
         raise DatabaseError(f"cannot open {path}: {exc}") from exc
+    except DatabaseError:
+        conn.close()
+        raise
     return conn
+
+
+def check_is_rmcore(conn: sqlite3.Connection, path: str | os.PathLike, *, creating: bool) -> None:
+    """Refuse a SQLite file that is not an rmcore database (``init`` may fill an empty one)."""
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError as exc:
+        raise DatabaseError(f"cannot open {path}: {exc}") from exc
+    if "events" in tables:
+        return
+    if tables - {"sqlite_sequence"}:
+        raise DatabaseError(
+            f"{path} is a SQLite database of something else; rmcore needs a file of its own"
+        )
+    if not creating:
+        raise DatabaseError(f"{path} is not an rmcore database yet; create it with `rmcore init`")
 
 
 def _fingerprint(sets: Mapping[str, MigrationSteps]) -> int:
