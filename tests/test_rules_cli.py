@@ -1,0 +1,437 @@
+"""The domain rules through the CLI: every refusal exits 1, says why, and appends nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.usefixtures("populated_db")
+
+ZOE = ("join", "zoe", "--name", "Zoe Park", "--email", "zoe@example.org", "--role", "mentor")
+
+
+def assert_refused(run_cli, raw_log, args: tuple[str, ...], *phrases: str) -> str:
+    """Run a command that must be refused; return its stderr."""
+    before = raw_log.rows()
+    result = run_cli(*args)
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert isinstance(result.exception, SystemExit)
+    assert result.stderr.startswith("Error: ")
+    for phrase in phrases:
+        assert phrase in result.stderr
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    assert raw_log.rows() == before
+    return result.stderr
+
+
+def assert_accepted(run_cli, raw_log, args: tuple[str, ...], appended: int = 1) -> str:
+    """Run a command that must succeed and append ``appended`` events; return stdout."""
+    before = raw_log.count()
+    result = run_cli(*args)
+    assert result.exit_code == 0, result.stderr
+    assert raw_log.count() == before + appended
+    return result.stdout
+
+
+# Joining
+
+
+def test_joining_twice_is_refused(run_cli, raw_log):
+    """A person joins a program once."""
+    args = ("join", "ada", "--name", "Ada", "--email", "ada@example.org", "--role", "mentor")
+    assert_refused(run_cli, raw_log, args, "ada already joined this program on 2025-01-06")
+
+
+def test_joining_again_after_leaving_is_refused(run_cli, raw_log):
+    """Someone who left cannot come back under the same id."""
+    args = ("join", "tom", "--name", "Tom", "--email", "tom@example.org", "--role", "mentee")
+    assert_refused(run_cli, raw_log, args, "tom joined on 2025-01-06 and left on 2025-03-15")
+
+
+def test_joining_with_a_bad_email_is_refused(run_cli, raw_log):
+    """The address must be a single well-formed address."""
+    args = ("join", "zoe", "--name", "Zoe", "--email", "zoe at example", "--role", "mentor")
+    assert_refused(run_cli, raw_log, args, "email 'zoe at example' is not a well-formed address")
+
+
+def test_joining_with_a_bad_role_is_refused(run_cli, raw_log):
+    """Roles are mentor, mentee or both."""
+    args = ("join", "zoe", "--name", "Zoe", "--email", "zoe@example.org", "--role", "sponsor")
+    assert_refused(run_cli, raw_log, args, "role 'sponsor' is not one of mentor, mentee, both")
+
+
+def test_joining_with_capacity_21_is_refused(run_cli, raw_log):
+    """A mentor takes at most 20 mentees."""
+    assert_refused(run_cli, raw_log, (*ZOE, "--capacity", "21"), "capacity 21 is outside 0-20")
+
+
+def test_joining_with_capacity_minus_1_is_refused(run_cli, raw_log):
+    """Capacity cannot be negative."""
+    assert_refused(run_cli, raw_log, (*ZOE, "--capacity=-1"), "capacity -1 is outside 0-20")
+
+
+def test_joining_with_capacity_0_or_20_is_accepted(run_cli, raw_log):
+    """The capacity bounds themselves are allowed."""
+    assert_accepted(run_cli, raw_log, (*ZOE, "--capacity", "20"))
+    args = ("join", "zed", "--name", "Zed", "--email", "zed@example.org", "--role", "mentee")
+    assert_accepted(run_cli, raw_log, (*args, "--capacity", "0"))
+
+
+def test_joining_with_a_person_id_containing_spaces_is_refused(run_cli, raw_log):
+    """Ids are single tokens so they can be typed and linked."""
+    args = ("join", "zoe park", "--name", "Zoe", "--email", "zoe@example.org", "--role", "mentor")
+    assert_refused(run_cli, raw_log, args, "person id 'zoe park' is not valid")
+
+
+# Pairing
+
+
+def test_pairing_someone_with_themselves_is_refused(run_cli, raw_log):
+    """A pair has two different people."""
+    assert_refused(run_cli, raw_log, ("pair", "mei", "mei"), "mei cannot be paired with themselves")
+
+
+def test_pairing_a_person_who_left_is_refused(run_cli, raw_log):
+    """Only active participants are paired."""
+    assert_refused(
+        run_cli, raw_log, ("pair", "mei", "tom"), "mentee tom left the program on 2025-03-15"
+    )
+
+
+def test_pairing_a_mentee_who_never_joined_is_refused(run_cli, raw_log):
+    """Both sides must have joined the program."""
+    assert_refused(
+        run_cli, raw_log, ("pair", "linus", "nobody"), "mentee nobody has not joined this program"
+    )
+
+
+def test_pairing_a_mentor_who_never_joined_is_refused(run_cli, raw_log):
+    """The mentor side is checked as well."""
+    assert_refused(
+        run_cli, raw_log, ("pair", "nobody", "ken"), "mentor nobody has not joined this program"
+    )
+
+
+def test_pairing_a_mentee_only_person_as_mentor_is_refused(run_cli, raw_log):
+    """Someone who joined as a mentee cannot mentor."""
+    assert_refused(
+        run_cli, raw_log, ("pair", "grace", "ken"), "grace joined as a mentee and cannot mentor"
+    )
+
+
+def test_pairing_a_mentor_only_person_as_mentee_is_refused(run_cli, raw_log):
+    """Someone who joined as a mentor cannot be mentored."""
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("pair", "mei", "linus"),
+        "linus joined as a mentor and cannot be mentored",
+    )
+
+
+def test_pairing_a_mentor_with_their_own_manager_is_refused(run_cli, raw_log):
+    """linus reports to ken, so linus cannot mentor ken."""
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("pair", "linus", "ken"),
+        "ken is linus's manager",
+        "outside a reporting line",
+    )
+
+
+def test_pairing_a_manager_as_mentor_of_their_report_is_refused(run_cli, raw_log):
+    """raj manages barbara, so raj cannot mentor barbara."""
+    assert_refused(run_cli, raw_log, ("pair", "raj", "barbara"), "raj is barbara's manager")
+
+
+def test_pairing_an_already_actively_paired_couple_is_refused(run_cli, raw_log):
+    """The same two people cannot hold two active pairs."""
+    assert_refused(
+        run_cli, raw_log, ("pair", "ada", "grace"), "ada and grace are already paired (ada-grace)"
+    )
+
+
+def test_pairing_beyond_the_mentors_capacity_is_refused(run_cli, raw_log):
+    """ada has a capacity of 2 and already mentors grace and raj."""
+    assert_refused(
+        run_cli, raw_log, ("pair", "ada", "ken"), "ada already mentors 2 of a capacity of 2"
+    )
+
+
+def test_pairing_a_mentee_who_already_has_an_active_mentor_is_refused(run_cli, raw_log):
+    """grace is mentored by ada; a second mentor waits until that pair ends."""
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("pair", "linus", "grace"),
+        "grace already has an active mentor (ada-grace)",
+    )
+
+
+def test_pairing_dated_before_both_people_joined_is_refused(run_cli, raw_log):
+    """A pair cannot predate its members."""
+    assert_refused(
+        run_cli, raw_log, ("pair", "mei", "ken", "--at", "2025-01-01"), "before both people had"
+    )
+
+
+def test_pairing_a_couple_whose_earlier_pair_ended_is_accepted_with_a_new_pair_id(run_cli, raw_log):
+    """linus and barbara ended once; pairing them again gives linus-barbara-2."""
+    out = assert_accepted(run_cli, raw_log, ("pair", "linus", "barbara", "--at", "2025-05-01"))
+    assert "Pair linus-barbara-2: linus mentors barbara" in out
+
+
+# Sessions
+
+
+def test_a_session_for_an_unknown_pair_is_refused(run_cli, raw_log):
+    """Sessions belong to an existing pair."""
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("session", "ada-ken", "--minutes", "30"),
+        "there is no pair 'ada-ken' in this program",
+    )
+
+
+def test_a_session_of_0_minutes_is_refused(run_cli, raw_log):
+    """A session lasts at least a minute."""
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("session", "ada-grace", "--minutes", "0"),
+        "a session lasts 1 to 600 minutes, not 0",
+    )
+
+
+def test_a_session_of_601_minutes_is_refused(run_cli, raw_log):
+    """A session lasts at most ten hours."""
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("session", "ada-grace", "--minutes", "601"),
+        "a session lasts 1 to 600 minutes, not 601",
+    )
+
+
+def test_sessions_of_1_and_600_minutes_are_accepted(run_cli, raw_log):
+    """The bounds themselves are allowed."""
+    assert_accepted(run_cli, raw_log, ("session", "ada-grace", "--minutes", "1"))
+    assert_accepted(run_cli, raw_log, ("session", "ada-grace", "--minutes", "600"))
+
+
+def test_a_session_dated_before_the_pairing_is_refused(run_cli, raw_log):
+    """ada-grace formed on 2025-02-03."""
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("session", "ada-grace", "--minutes", "30", "--at", "2025-01-20"),
+        "the session is dated 2025-01-20, before pair ada-grace was formed on 2025-02-03",
+    )
+
+
+def test_a_session_dated_after_the_pair_ended_is_refused(run_cli, raw_log):
+    """linus-barbara ended on 2025-04-01."""
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("session", "linus-barbara", "--minutes", "30", "--at", "2025-04-15"),
+        "the session is dated 2025-04-15, after pair linus-barbara ended on 2025-04-01",
+    )
+
+
+def test_a_late_session_dated_within_the_pairs_life_is_accepted(run_cli, raw_log):
+    """Recorded after the pair ended, but held before: the log keeps both times."""
+    assert_accepted(
+        run_cli, raw_log, ("session", "linus-barbara", "--minutes", "40", "--at", "2025-03-20")
+    )
+    ended, late = raw_log.query(
+        "SELECT type, occurred_at, recorded_at FROM events WHERE stream = 'pair:linus-barbara'"
+        " AND type IN ('pair_ended', 'session_held') ORDER BY position DESC LIMIT 2"
+    )[::-1]
+    assert ended[0] == "pair_ended" and late[0] == "session_held"
+    assert late[1] == "2025-03-20T00:00:00Z" < ended[1]
+    assert late[2] > ended[2]
+    listing = json.loads(run_cli("pairs", "--status", "ended", "--format", "json").stdout)
+    row = next(p for p in listing if p["pair_id"] == "linus-barbara")
+    assert (row["sessions"], row["minutes"]) == (2, 90)
+
+
+def test_a_session_in_an_unknown_mode_is_refused(run_cli, raw_log):
+    """Modes are virtual and in person."""
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("session", "ada-grace", "--minutes", "30", "--mode", "telepathy"),
+        "mode 'telepathy' is not one of virtual, in-person",
+    )
+
+
+# Feedback
+
+
+def test_feedback_by_someone_outside_the_pair_is_refused(run_cli, raw_log):
+    """Only the mentor or the mentee rates a pair."""
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("feedback", "ada-grace", "--by", "ken", "--rating", "4"),
+        "ken is not a member of pair ada-grace",
+    )
+
+
+def test_feedback_rated_0_is_refused(run_cli, raw_log):
+    """Ratings start at 1."""
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("feedback", "ada-grace", "--by", "grace", "--rating", "0"),
+        "rating 0 is outside 1-5",
+    )
+
+
+def test_feedback_rated_6_is_refused(run_cli, raw_log):
+    """Ratings stop at 5."""
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("feedback", "ada-grace", "--by", "grace", "--rating", "6"),
+        "rating 6 is outside 1-5",
+    )
+
+
+def test_late_feedback_on_an_ended_pair_within_its_life_is_accepted(run_cli, raw_log):
+    """mei-tom ended when tom left; mei may still rate it for a date before that."""
+    assert_accepted(
+        run_cli,
+        raw_log,
+        ("feedback", "mei-tom", "--by", "mei", "--rating", "3", "--at", "2025-03-10"),
+    )
+
+
+# Endings
+
+
+def test_ending_a_pair_that_already_ended_is_refused(run_cli, raw_log):
+    """A pair ends once."""
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("end-pair", "linus-barbara", "--reason", "again"),
+        "pair linus-barbara already ended on 2025-04-01",
+    )
+
+
+def test_leaving_twice_is_refused(run_cli, raw_log):
+    """tom already left."""
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("leave", "tom", "--reason", "again"),
+        "tom left the program on 2025-03-15",
+    )
+
+
+def test_leaving_ends_every_active_pair_of_that_person_in_the_same_command(run_cli, raw_log):
+    """ada leaves: both her pairs end and she leaves, in one transaction."""
+    before = raw_log.count()
+    result = run_cli("leave", "ada", "--reason", "new job", "--at", "2025-05-02")
+    assert result.exit_code == 0, result.stderr
+    assert "ada left; 2 active pair(s) ended" in result.stdout
+    rows = raw_log.query(
+        "SELECT position, type, stream, occurred_at, recorded_at FROM events"
+        " WHERE position > ? ORDER BY position",
+        (before,),
+    )
+    assert [r[0] for r in rows] == [before + 1, before + 2, before + 3]
+    assert [(r[1], r[2]) for r in rows] == [
+        ("pair_ended", "pair:ada-grace"),
+        ("pair_ended", "pair:ada-raj"),
+        ("left", "person:ada"),
+    ]
+    assert {r[3] for r in rows} == {"2025-05-02T00:00:00Z"}
+    assert len({r[4] for r in rows}) == 1
+    pairs = json.loads(run_cli("pairs", "--status", "all", "--format", "json").stdout)
+    ended = {p["pair_id"]: (p["status"], p["ended_at"]) for p in pairs}
+    assert ended["ada-grace"] == ended["ada-raj"] == ("ended", "2025-05-02T00:00:00Z")
+
+
+def test_leaving_before_one_of_the_pairs_began_appends_none_of_the_endings(run_cli, raw_log):
+    """All or nothing: a refused leave ends no pair either."""
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("leave", "ada", "--reason", "new job", "--at", "2025-02-05"),
+        "before pair ada-raj was formed",
+    )
+
+
+# Dates
+
+
+def test_a_date_that_is_not_iso_8601_is_refused(run_cli, raw_log):
+    """03/04/2025 is ambiguous; only ISO 8601 is taken."""
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("session", "ada-grace", "--minutes", "30", "--at", "03/04/2025"),
+        "'03/04/2025' is not an ISO 8601 date",
+    )
+
+
+def test_a_date_in_the_future_is_refused(run_cli, raw_log):
+    """Things are recorded once they have happened."""
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("session", "ada-grace", "--minutes", "30", "--at", "2999-01-01"),
+        "2999-01-01 is in the future",
+    )
+
+
+def test_a_date_time_with_an_offset_is_stored_in_utc(run_cli, raw_log):
+    """14:30 at +02:00 is 12:30Z."""
+    assert_accepted(
+        run_cli,
+        raw_log,
+        ("session", "ada-grace", "--minutes", "30", "--at", "2025-03-03T14:30:00+02:00"),
+    )
+    assert raw_log.query("SELECT occurred_at FROM events ORDER BY position DESC LIMIT 1") == [
+        ("2025-03-03T12:30:00Z",)
+    ]
+
+
+# Idempotency
+
+
+def test_a_retried_command_with_the_same_idempotency_key_appends_nothing(run_cli, raw_log):
+    """The retry exits 0 and points at what the first attempt recorded."""
+    args = ("session", "ada-grace", "--minutes", "30", "--at", "2025-03-03")
+    first = run_cli(*args, "--idempotency-key", "sess-0303")
+    assert first.exit_code == 0, first.stderr
+    recorded = raw_log.rows()
+    retry = run_cli(*args, "--idempotency-key", "sess-0303")
+    assert retry.exit_code == 0, retry.stderr
+    assert f"Already recorded at position {recorded[-1][0]}" in retry.stdout
+    assert raw_log.rows() == recorded
+
+
+def test_a_retried_join_with_the_same_key_is_not_refused_as_a_second_join(run_cli, raw_log):
+    """The key is checked before the rules, so a retry of a join succeeds quietly."""
+    assert run_cli(*ZOE, "--idempotency-key", "join-zoe").exit_code == 0
+    recorded = raw_log.rows()
+    retry = run_cli(*ZOE, "--idempotency-key", "join-zoe")
+    assert retry.exit_code == 0, retry.stderr
+    assert raw_log.rows() == recorded
+
+
+def test_the_same_command_with_a_different_idempotency_key_appends_again(run_cli, raw_log):
+    """Two sessions on the same day are two events when their keys differ."""
+    args = ("session", "ada-grace", "--minutes", "30", "--at", "2025-03-03")
+    assert_accepted(run_cli, raw_log, (*args, "--idempotency-key", "sess-a"))
+    assert_accepted(run_cli, raw_log, (*args, "--idempotency-key", "sess-b"))
+    keys = raw_log.query("SELECT idempotency_key FROM events ORDER BY position DESC LIMIT 2")
+    assert keys == [("sess-b",), ("sess-a",)]
