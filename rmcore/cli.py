@@ -114,10 +114,8 @@ def at_option(func: Callable) -> Callable:
 def report(outcome: Outcome, message: Callable[[Outcome], str]) -> None:
     """Print what a command recorded, or that a retry recorded nothing."""
     if outcome.duplicate:
-        first = outcome.events[0].position
-        click.echo(
-            f"Already recorded at position {first} (same idempotency key); nothing appended."
-        )
+        where = f" at position {outcome.events[0].position}" if outcome.events else ""
+        click.echo(f"Already recorded{where} (same idempotency key); nothing appended.")
     elif not outcome.events:
         click.echo("Nothing to record: no change.")
     else:
@@ -166,12 +164,14 @@ pass_app = click.make_pass_decorator(App)
 @click.pass_context
 def cli(ctx: click.Context, db_path: str, program: str, actor: str | None, disable_plugin):
     """Run reverse-mentoring programs from an append-only, auditable event log."""
-    unknown = set(disable_plugin) - known_plugin_names()
-    if unknown:
-        raise click.BadParameter(
-            f"no installed plugin is called {', '.join(sorted(unknown))}",
-            param_hint="--disable-plugin",
-        )
+    known = known_plugin_names()
+    for names, hint in ((disable_plugin, "--disable-plugin"), (disabled_from_env(), None)):
+        unknown = set(names) - known
+        if unknown:
+            raise click.BadParameter(
+                f"no installed plugin is called {', '.join(sorted(unknown))}",
+                param_hint=hint or "RMCORE_DISABLE_PLUGINS",
+            )
     app = App(db_path, program, actor or default_actor(), tuple(disable_plugin))
     ctx.obj = app
     ctx.call_on_close(app.close)
@@ -216,6 +216,8 @@ def parse_value(raw: str) -> Any:
 def config_set(app: App, key: str, value: str, at: str | None, idempotency_key: str | None):
     """Set KEY to VALUE (parsed as JSON when it is JSON, else kept as text)."""
     parsed = parse_value(value)
+    if parsed is None:
+        raise DomainError(f"null would remove {key}; use `rmcore config unset {key}`")
     outcome = app.run(SetConfig(key=key, value=parsed, at=parse_occurred(at)), idempotency_key)
     report(outcome, lambda o: f"{key} = {json.dumps(parsed)} ({positions(o)})")
 

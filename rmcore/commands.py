@@ -64,6 +64,12 @@ class State(Protocol):
     def pairs_between(self, a: str, b: str) -> list[Pair]:
         """Every pair, active or ended, between two people (either direction)."""
 
+    def pairs_of(self, person_id: str) -> list[Pair]:
+        """Every pair, active or ended, in which the person is mentor or mentee."""
+
+    def last_activity(self, pair_id: str) -> str | None:
+        """The date of the pair's latest session or feedback, if any."""
+
     def config(self, key: str) -> Any:
         """A program setting, or None."""
 
@@ -71,7 +77,7 @@ class State(Protocol):
 PERSON_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 EMAIL = re.compile(r"^[^@\s\"<>(),;:\\\[\]]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 CONFIG_KEY = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
-SECRET_WORDS = ("password", "passwd", "secret", "token", "api_key", "apikey", "credential")
+SECRET_WORDS = {"password", "passwd", "secret", "token", "apikey", "credential", "credentials"}
 _ONE_LINE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
 _MULTILINE_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MODES = ("virtual", "in_person")
@@ -404,6 +410,30 @@ def _new_pair_id(state: State, mentor_id: str, mentee_id: str) -> str:
     return candidate
 
 
+def _overlaps(pair: Pair, at: str) -> bool:
+    """Whether a pair was still running at ``at`` or started later (business time)."""
+    return pair.ended_at is None or pair.ended_at > at
+
+
+def _until(pair: Pair) -> str:
+    if pair.active:
+        return ""
+    return (
+        f" until {pair.ended_at[:10]}; a new pairing must be dated after that"
+        if pair.ended_at
+        else ""
+    )
+
+
+def _not_before_activity(state: State, pair: Pair, at: str, what: str) -> None:
+    last = state.last_activity(pair.pair_id)
+    if last is not None and at < last:
+        raise DomainError(
+            f"{what} is dated {at[:10]}, before pair {pair.pair_id}'s last recorded "
+            f"session or feedback ({last[:10]})"
+        )
+
+
 def decide_pair(state: State, cmd: MakePair) -> list[Event]:
     """Both active, right roles, different people, no manager line, capacity left."""
     if cmd.mentor_id == cmd.mentee_id:
@@ -422,30 +452,33 @@ def decide_pair(state: State, cmd: MakePair) -> list[Event]:
             f"{manager.person_id} is {report.person_id}'s manager; "
             "reverse mentoring pairs people outside a reporting line"
         )
-    for pair in state.pairs_between(mentor.person_id, mentee.person_id):
-        if pair.active:
-            raise DomainError(
-                f"{mentor.person_id} and {mentee.person_id} are already paired ({pair.pair_id})"
-            )
-    load = sum(
-        1 for p in state.active_pairs_of(mentor.person_id) if p.mentor_id == mentor.person_id
-    )
-    if load >= mentor.capacity:
-        raise DomainError(
-            f"{mentor.person_id} already mentors {load} of a capacity of {mentor.capacity}"
-        )
-    for pair in state.active_pairs_of(mentee.person_id):
-        if pair.mentee_id == mentee.person_id:
-            raise DomainError(
-                f"{mentee.person_id} already has an active mentor ({pair.pair_id}); "
-                "end that pair first"
-            )
     latest_join = max(mentor.joined_at, mentee.joined_at)
     if cmd.at < latest_join:
         raise DomainError(
             f"the pairing is dated {cmd.at[:10]}, "
             f"before both people had joined ({latest_join[:10]})"
         )
+    # Pairs are judged in business time: a back-dated pairing must not overlap a pair
+    # that was still running on its date, even if that pair has ended since.
+    for pair in state.pairs_between(mentor.person_id, mentee.person_id):
+        if _overlaps(pair, cmd.at):
+            raise DomainError(
+                f"{mentor.person_id} and {mentee.person_id} are already paired ({pair.pair_id})"
+                + _until(pair)
+            )
+    running = [p for p in state.pairs_of(mentor.person_id) if _overlaps(p, cmd.at)]
+    load = sum(1 for p in running if p.mentor_id == mentor.person_id)
+    if load >= mentor.capacity:
+        raise DomainError(
+            f"{mentor.person_id} already mentors {load} of a capacity of {mentor.capacity}"
+            + (f" on {cmd.at[:10]}" if any(not p.active for p in running) else "")
+        )
+    for pair in state.pairs_of(mentee.person_id):
+        if pair.mentee_id == mentee.person_id and _overlaps(pair, cmd.at):
+            raise DomainError(
+                f"{mentee.person_id} already has an active mentor ({pair.pair_id})"
+                + (_until(pair) if not pair.active else "; end that pair first")
+            )
     check_list("goals", cmd.goals)
     check_text("strategy", cmd.strategy, limit=100, required=True)
     return [
@@ -512,6 +545,7 @@ def decide_end_pair(state: State, cmd: EndPair) -> list[Event]:
         raise DomainError(
             f"the ending is dated {cmd.at[:10]}, before the pair was formed ({pair.paired_at[:10]})"
         )
+    _not_before_activity(state, pair, cmd.at, "the ending")
     check_text("reason", cmd.reason, limit=500, required=True)
     return [PairEnded(pair_id=pair.pair_id, reason=cmd.reason)]
 
@@ -525,14 +559,18 @@ def decide_leave(state: State, cmd: Leave) -> list[Event]:
             f"leaving is dated {cmd.at[:10]}, before {person.person_id} joined "
             f"({person.joined_at[:10]})"
         )
-    events: list[Event] = []
-    for pair in sorted(state.active_pairs_of(person.person_id), key=lambda p: p.pair_id):
+    active = sorted(state.active_pairs_of(person.person_id), key=lambda p: p.pair_id)
+    for pair in active:
         if cmd.at < pair.paired_at:
             raise DomainError(
                 f"leaving is dated {cmd.at[:10]}, before pair {pair.pair_id} was formed "
                 f"({pair.paired_at[:10]})"
             )
-        events.append(PairEnded(pair_id=pair.pair_id, reason=f"{person.person_id} left"))
+    for pair in active:
+        _not_before_activity(state, pair, cmd.at, "leaving")
+    events: list[Event] = [
+        PairEnded(pair_id=pair.pair_id, reason=f"{person.person_id} left") for pair in active
+    ]
     events.append(Left(person_id=person.person_id, reason=cmd.reason))
     return events
 
@@ -543,7 +581,8 @@ def decide_config(state: State, cmd: SetConfig) -> list[Event]:
         raise DomainError(
             f"setting {cmd.key!r} is not a dotted lower-case name like matching_skills.min_score"
         )
-    if any(word in cmd.key for word in SECRET_WORDS):
+    words = re.split(r"[._]", cmd.key)
+    if SECRET_WORDS & set(words) or "api_key" in cmd.key:
         raise DomainError(
             f"{cmd.key} looks like a secret; secrets are read from the environment and "
             "never stored in the log"

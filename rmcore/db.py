@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,16 @@ class DatabaseError(Exception):
     """The database file is missing, unreadable, read-only or not an rmcore database."""
 
 
+MIN_SQLITE = (3, 38, 0)  # the read models use the JSON operators -> and ->>
+
+
 def connect(path: str | os.PathLike, *, create: bool = False) -> sqlite3.Connection:
     """Open (or, with ``create``, create) the database with WAL and full sync."""
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise DatabaseError(
+            f"rmcore needs SQLite {'.'.join(map(str, MIN_SQLITE))} or newer; this Python "
+            f"has {sqlite3.sqlite_version}"
+        )
     path = Path(path)
     if str(path) != ":memory:":
         if not path.exists():
@@ -77,11 +86,13 @@ def check_is_rmcore(conn: sqlite3.Connection, path: str | os.PathLike, *, creati
         )
     if not creating:
         raise DatabaseError(f"{path} is not an rmcore database yet; create it with `rmcore init`")
+    os.chmod(path, 0o600)  # an empty file becoming the log: owner-only, like a new one
 
 
 def _fingerprint(sets: Mapping[str, MigrationSteps]) -> int:
-    """How many steps the sets hold: stored as ``PRAGMA user_version`` once applied."""
-    return sum(len(steps) for steps in sets.values())
+    """A checksum of every set's step names: stored as ``PRAGMA user_version`` once applied."""
+    names = "\n".join(f"{name}:{step}" for name, steps in sets.items() for step, _ in steps)
+    return zlib.crc32(names.encode()) & 0x7FFFFFFF
 
 
 def migrate(conn: sqlite3.Connection, extra: Mapping[str, MigrationSteps] | None = None) -> None:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import attrs
 import pluggy
 from attrs import frozen
 
 from rmcore import db, queries
-from rmcore.codec import Codec
+from rmcore.codec import Codec, canonical_json
 from rmcore.commands import Command, DomainError, decide
 from rmcore.events import Event, EventRegistry
 from rmcore.plugins import make_plugin_manager
@@ -47,6 +49,7 @@ class UnitOfWork:
         self.actor = actor
         self.idempotency_key = idempotency_key
         self.earlier = earlier
+        self.duplicate = False  # the idempotency key was used before: record nothing
         self.keep_events = keep_events
         self.recorded_at = utc_now()
         self.appended: list[StoredEvent] = []
@@ -57,11 +60,6 @@ class UnitOfWork:
     def pending(self) -> int:
         """How many events are queued for the next flush."""
         return len(self._pending)
-
-    @property
-    def duplicate(self) -> bool:
-        """A command with this idempotency key is already in the log."""
-        return bool(self.earlier)
 
     def record(self, at: str, events: Sequence[Event]) -> None:
         """Queue events that occurred at ``at``; they are appended on the next flush."""
@@ -88,6 +86,16 @@ class UnitOfWork:
         self.count += len(stored)
         if self.keep_events:
             self.appended.extend(stored)
+
+
+def command_fingerprint(commands: Sequence[Command]) -> str:
+    """A digest of what the commands ask for, their business dates left out (a retry
+    without ``--at`` is the same command a moment later)."""
+    described = [
+        [type(c).__name__, {k: v for k, v in attrs.asdict(c).items() if k != "at"}]
+        for c in commands
+    ]
+    return hashlib.sha256(canonical_json(described).encode()).hexdigest()
 
 
 def build_registry(pm: pluggy.PluginManager) -> EventRegistry:
@@ -151,23 +159,25 @@ class Engine:
         idempotency_key: str | None = None,
         expected_program_position: int | None = None,
         keep_events: bool = True,
+        fingerprint: str | None = None,
     ) -> Iterator[UnitOfWork]:
         """One write transaction: everything recorded in it commits together or not at all.
 
-        The read models are brought up to date first. If the idempotency key is already in
-        the log, the unit is marked ``duplicate`` and the caller must record nothing.
+        The read models are brought up to date first. If the idempotency key was used
+        before, the unit is marked ``duplicate`` and the caller must record nothing; if it
+        was used for a command with another ``fingerprint``, the command is refused.
         """
         _check_name("program", program)
         _check_name("actor", actor)
         if idempotency_key is not None:
             _check_name("idempotency key", idempotency_key)
         with self.store.transaction():
-            earlier: list[StoredEvent] = []
+            duplicate, earlier = False, []
             if idempotency_key is not None:
-                earlier = self.store.find_by_idempotency_key(program, idempotency_key)
-            if not earlier:
+                duplicate, earlier = self._earlier_use(program, idempotency_key, fingerprint)
+            if not duplicate:
                 self.projector.catch_up(self.store)
-            if expected_program_position is not None and not earlier:
+            if expected_program_position is not None and not duplicate:
                 current = queries.program_position(self.conn, program)
                 if current != expected_program_position:
                     raise DomainError(
@@ -176,8 +186,29 @@ class Engine:
                         "compute it again"
                     )
             unit = UnitOfWork(self, program, actor, idempotency_key, earlier, keep_events)
+            unit.duplicate = duplicate
             yield unit
             unit.flush()
+            if idempotency_key is not None and not duplicate:
+                self.store.remember_key(
+                    program, idempotency_key, fingerprint or "", self.store.head()[0]
+                )
+
+    def _earlier_use(
+        self, program: str, key: str, fingerprint: str | None
+    ) -> tuple[bool, list[StoredEvent]]:
+        """Whether ``key`` was used before, and the events that use appended."""
+        earlier = self.store.find_by_idempotency_key(program, key)
+        recalled = self.store.recall_key(program, key)
+        if recalled is None:
+            return bool(earlier), earlier
+        used_for, position = recalled
+        if fingerprint and used_for and used_for != fingerprint:
+            raise DomainError(
+                f"idempotency key {key!r} was already used for a different command "
+                f"(recorded at position {position}); use a new key for a new command"
+            )
+        return True, earlier
 
     def execute(
         self,
@@ -203,6 +234,7 @@ class Engine:
             actor=actor,
             idempotency_key=idempotency_key,
             expected_program_position=expected_program_position,
+            fingerprint=command_fingerprint(commands) if idempotency_key else None,
         ) as unit:
             if unit.duplicate:
                 return Outcome(unit.earlier, duplicate=True)

@@ -13,6 +13,7 @@ rolled back, so nothing is appended and memory stays flat whatever the file's si
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 import sqlite3
@@ -248,8 +249,13 @@ def import_people(
     seen: dict[str, int] = {}
     counts = {"joined": 0, "updated": 0, "unchanged": 0, "left": 0}
     rows = 0
+    fingerprint = _file_fingerprint(path, ignore_extra, leave_missing) if idempotency_key else None
     with engine.unit_of_work(
-        program, actor=actor, idempotency_key=idempotency_key, keep_events=False
+        program,
+        actor=actor,
+        idempotency_key=idempotency_key,
+        keep_events=False,
+        fingerprint=fingerprint,
     ) as unit:
         if unit.duplicate:
             return ImportResult(0, 0, 0, 0, 0, 0)
@@ -352,6 +358,15 @@ def _import_row(line, row, mapping, state, unit, errors, seen, counts, default_a
         unit.record(command.at, events)
     for event in events:
         state.remember(event, command.at)
+
+
+def _file_fingerprint(path: Path, *options: bool) -> str:
+    """A digest of the file's bytes and the options, so a reused key cannot hide a new file."""
+    digest = hashlib.sha256(repr(options).encode())
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _column(mapping: dict[str, str], field: str) -> str:

@@ -258,7 +258,7 @@ class Projector:
         by_table: dict[str, list[tuple[str, tuple]]] = {}
         programs: dict[str, list] = {}
         schemas = self._schemas
-        for position, program, type_name, schema, occurred_at, recorded_at, data in rows:
+        for position, program, type_name, schema, occurred_at, _recorded_at, data in rows:
             statements = STATEMENTS.get(type_name)
             if statements is not None:
                 if schema != schemas.get(type_name, schema):
@@ -272,7 +272,7 @@ class Projector:
                     pending.append((sql, params))
             seen = programs.get(program)
             if seen is None:
-                programs[program] = [position, position, 1, recorded_at]
+                programs[program] = [position, position, 1, occurred_at]
             else:
                 seen[1] = position
                 seen[2] += 1

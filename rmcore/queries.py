@@ -99,6 +99,25 @@ class SqlState:
         ).fetchall()
         return [_pair(row) for row in rows]
 
+    def pairs_of(self, person_id: str) -> list[Pair]:
+        """Every pair, active or ended, in which the person is mentor or mentee."""
+        rows = self.conn.execute(
+            f"{_PAIRS_SQL} WHERE program = ? AND mentor_id = ?"
+            f" UNION ALL {_PAIRS_SQL} WHERE program = ? AND mentee_id = ?",
+            (self.program, person_id, self.program, person_id),
+        ).fetchall()
+        return [_pair(row) for row in rows]
+
+    def last_activity(self, pair_id: str) -> str | None:
+        """The date of the pair's latest session or feedback, if any."""
+        row = self.conn.execute(
+            "SELECT max(at) FROM (SELECT max(held_at) AS at FROM sessions"
+            " WHERE program = ?1 AND pair_id = ?2 UNION ALL SELECT max(given_at) FROM feedback"
+            " WHERE program = ?1 AND pair_id = ?2)",
+            (self.program, pair_id),
+        ).fetchone()
+        return row[0]
+
     def config(self, key: str) -> Any:
         """A program setting, or None."""
         row = self.conn.execute(

@@ -72,8 +72,26 @@ def create_event_log(db: Database) -> None:
         )
 
 
+def create_command_keys(db: Database) -> None:
+    """Idempotency keys with a fingerprint of the command that first used them."""
+    db.execute(
+        """
+        CREATE TABLE command_keys (
+            program TEXT NOT NULL,
+            key TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            PRIMARY KEY (program, key)
+        )
+        """
+    )
+
+
 # Named, ordered schema steps of the log; applied by rmcore.db.migrate. Append, never edit.
-LOG_MIGRATIONS = (("create_event_log", create_event_log),)
+LOG_MIGRATIONS = (
+    ("create_event_log", create_event_log),
+    ("create_command_keys", create_command_keys),
+)
 
 
 class StoreError(Exception):
@@ -403,6 +421,21 @@ class SQLiteEventStore:
             f"{_SELECT} WHERE program = ? AND stream = ? ORDER BY version", (program, stream)
         ).fetchall()
         return [StoredEvent._make(row) for row in rows]
+
+    def remember_key(self, program: str, key: str, fingerprint: str, position: int) -> None:
+        """Record which command an idempotency key belongs to (inside the transaction)."""
+        self.conn.execute(
+            "INSERT INTO command_keys (program, key, fingerprint, position) VALUES (?, ?, ?, ?)",
+            (program, key, fingerprint, position),
+        )
+
+    def recall_key(self, program: str, key: str) -> tuple[str, int] | None:
+        """``(fingerprint, position)`` of the command that used this key, if one did."""
+        row = self.conn.execute(
+            "SELECT fingerprint, position FROM command_keys WHERE program = ? AND key = ?",
+            (program, key),
+        ).fetchone()
+        return (row[0], row[1]) if row else None
 
     def find_by_idempotency_key(self, program: str, key: str) -> list[StoredEvent]:
         """The events a command with this idempotency key appended, if any."""

@@ -142,3 +142,19 @@ def test_config_list_in_csv_and_table_formats(run_cli):
     table = run_cli("config", "list", "--format", "table").stdout.splitlines()
     assert table[0].split() == ["key", "value", "set_at"]
     assert table[2].startswith("matching_skills.weights")
+
+
+@pytest.mark.parametrize("key", ["matching.tokenizer", "matching_skills.secretary_weight"])
+def test_keys_that_merely_contain_a_secret_word_are_accepted(run_cli, raw_log, key):
+    """Only whole words such as token or secret mark a key as a secret."""
+    result = run_cli("config", "set", key, "1")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_setting_null_is_refused_in_favour_of_unset(run_cli, raw_log):
+    """null would silently remove the key: say to use unset."""
+    before = raw_log.count()
+    result = run_cli("config", "set", "matching_skills.min_score", "null")
+    assert result.exit_code == 1
+    assert "config unset matching_skills.min_score" in result.stderr
+    assert raw_log.count() == before

@@ -435,3 +435,55 @@ def test_the_same_command_with_a_different_idempotency_key_appends_again(run_cli
     assert_accepted(run_cli, raw_log, (*args, "--idempotency-key", "sess-b"))
     keys = raw_log.query("SELECT idempotency_key FROM events ORDER BY position DESC LIMIT 2")
     assert keys == [("sess-b",), ("sess-a",)]
+
+
+# Business time: back-dated commands are judged by what was true on their date
+
+
+def test_a_back_dated_pairing_overlapping_an_ended_pair_of_the_mentee_is_refused(run_cli, raw_log):
+    """barbara had linus as mentor until 2025-04-01: a second mentor from March overlaps."""
+    args = ("pair", "mei", "barbara", "--at", "2025-03-20")
+    assert_refused(run_cli, raw_log, args, "barbara already has an active mentor", "2025-04-01")
+
+
+def test_a_pairing_dated_after_the_mentees_previous_pair_ended_is_accepted(run_cli, raw_log):
+    """The same mentee may get a new mentor once the earlier pair is over."""
+    assert_accepted(run_cli, raw_log, ("pair", "mei", "barbara", "--at", "2025-04-02"))
+
+
+def test_a_back_dated_pairing_that_would_exceed_capacity_on_its_date_is_refused(run_cli, raw_log):
+    """linus (capacity 1) mentored barbara until 2025-04-01."""
+    args = ("pair", "linus", "grace", "--at", "2025-03-01")
+    assert_refused(run_cli, raw_log, args, "linus already mentors 1 of a capacity of 1")
+
+
+def test_ending_a_pair_before_its_last_session_is_refused(run_cli, raw_log):
+    """ada-grace met on 2025-02-24 and got feedback on 2025-03-01."""
+    args = ("end-pair", "ada-grace", "--reason", "done", "--at", "2025-02-20")
+    assert_refused(run_cli, raw_log, args, "before pair ada-grace's last recorded", "2025-03-01")
+
+
+def test_leaving_before_the_last_session_of_an_active_pair_is_refused(run_cli, raw_log):
+    """grace's pair has feedback on 2025-03-01: she cannot have left in February."""
+    args = ("leave", "grace", "--reason", "moved", "--at", "2025-02-25")
+    assert_refused(run_cli, raw_log, args, "leaving is dated 2025-02-25", "2025-03-01")
+
+
+# Idempotency keys belong to one command
+
+
+def test_reusing_an_idempotency_key_for_a_different_command_is_refused(run_cli, raw_log):
+    """A script that reuses a key must not lose its second command silently."""
+    first = ("session", "ada-grace", "--minutes", "30", "--idempotency-key", "s-1")
+    assert_accepted(run_cli, raw_log, first)
+    other = ("session", "ada-grace", "--minutes", "45", "--idempotency-key", "s-1")
+    assert_refused(run_cli, raw_log, other, "'s-1' was already used for a different command")
+
+
+def test_a_retry_without_at_is_the_same_command(run_cli, raw_log):
+    """Without --at the date is 'now', which moves between tries; the retry still matches."""
+    args = ("session", "ada-grace", "--minutes", "30", "--idempotency-key", "s-2")
+    assert_accepted(run_cli, raw_log, args)
+    retry = run_cli(*args)
+    assert retry.exit_code == 0
+    assert "Already recorded" in retry.stdout
