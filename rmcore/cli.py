@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from rmcore import audit, kpi_commands, queries
+from rmcore import audit, kpi_commands, notify_command, queries
 from rmcore.codec import DecodeError
 from rmcore.commands import (
     DomainError,
@@ -584,6 +584,7 @@ def verify(app: App) -> None:
 
 
 cli.add_command(match)
+cli.add_command(notify_command.notify)
 cli.add_command(kpi_commands.kpi)
 cli.add_command(kpi_commands.report)
 
