@@ -6,9 +6,11 @@ import getpass
 import json
 import sqlite3
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 import click
 
 from rmcore import audit, kpi_commands, notify_command, queries
@@ -25,13 +27,14 @@ from rmcore.commands import (
 )
 from rmcore.db import DatabaseError
 from rmcore.engine import DEFAULT_PROGRAM, Engine, Outcome
+from rmcore.history import history
 from rmcore.importer import ImportRefused, import_people
 from rmcore.match_command import match
 from rmcore.output import format_option, write_rows
 from rmcore.plugins import disabled_from_env, known_plugin_names, list_plugins, make_plugin_manager
 from rmcore.queries import PERSON_COLUMNS
-from rmcore.store import StoreError
-from rmcore.when import WhenError, parse_occurred
+from rmcore.store import EventFilter, StoreError
+from rmcore.when import OCCURRED_FORMAT, WhenError, end_of_day, parse_occurred, to_utc
 
 USER_ERRORS = (DomainError, WhenError, DatabaseError, StoreError, DecodeError)
 
@@ -498,18 +501,88 @@ def pairs(app: App, status: str, fmt: str | None) -> None:
 @cli.command()
 @click.option("--since", type=int, default=0, show_default=True, help="Only events after POS.")
 @click.option("--type", "types", multiple=True, help="Only events of this type; repeatable.")
+@click.option(
+    "--stream", "streams", multiple=True, help="Only this stream (person:ID, pair:ID); repeatable."
+)
+@click.option("--from", "from_", metavar="DATE", help="Only events that occurred on or after.")
+@click.option("--to", metavar="DATE", help="Only events that occurred on or before (whole day).")
+@click.option("--actor", "actor_filter", metavar="NAME", help="Only events recorded by NAME.")
 @click.option("--all-programs", is_flag=True, help="Every program, not only --program.")
+@click.option("--follow", is_flag=True, help="Keep printing new events until interrupted.")
 @pass_app
-def log(app: App, since: int, types: tuple[str, ...], all_programs: bool) -> None:
-    """Print events as JSON lines: the full envelope, hash included."""
+def log(app: App, since, types, streams, from_, to, actor_filter, all_programs, follow) -> None:
+    """Print events as JSON lines: the full envelope, hash included, ready for jq."""
     engine = app.engine()
-    program = None if all_programs else app.program
+    where = EventFilter(
+        since=since,
+        program=None if all_programs else app.program,
+        types=types or None,
+        streams=streams or None,
+        occurred_from=to_utc(from_).strftime(OCCURRED_FORMAT) if from_ else None,
+        occurred_to=end_of_day(to) if to else None,
+        actor=actor_filter,
+    )
     out = sys.stdout
-    for event in engine.store.read(since, program=program, types=types or None):
-        envelope = event.envelope()
-        envelope["data"] = json.loads(event.data)
-        out.write(json.dumps(envelope, ensure_ascii=False))
-        out.write("\n")
+    try:
+        while True:
+            for rows in engine.store.json_lines(where):
+                out.write("\n".join(line for _, line in rows))
+                out.write("\n")
+                where = attrs.evolve(where, since=rows[-1][0])
+            if not follow:
+                return
+            out.flush()
+            time.sleep(FOLLOW_POLL_SECONDS)
+    except KeyboardInterrupt:
+        return
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (| head): not an error
+
+
+FOLLOW_POLL_SECONDS = 0.5
+
+
+@cli.command("history")
+@click.argument("entity", metavar="PERSON-or-PAIR")
+@format_option
+@pass_app
+def history_command(app: App, entity: str, fmt: str | None) -> None:
+    """Everything that happened to one person or pair, in order, with who recorded it."""
+    rows = (
+        {
+            "position": e.position,
+            "occurred_at": e.occurred_at,
+            "recorded_at": e.recorded_at,
+            "actor": e.actor,
+            "type": e.type,
+            "stream": e.stream,
+            "data": json.loads(e.data),
+        }
+        for e in history(app.engine(), app.program, entity)
+    )
+    columns = ("position", "occurred_at", "recorded_at", "actor", "type", "stream", "data")
+    table = ("position", "occurred_at", "recorded_at", "actor", "type", "details")
+    write_rows(
+        ({**row, "details": summarise(row["data"])} for row in rows),
+        columns,
+        fmt,
+        table_columns=table,
+    )
+
+
+def summarise(data: dict[str, Any], width: int = 70) -> str:
+    """A payload as short ``key=value`` text for a terminal (ids of the entity left out)."""
+    parts = []
+    for key, value in data.items():
+        if key in ("pair_id", "person_id") or value in (None, "", [], {}):
+            continue
+        if isinstance(value, list):
+            value = ";".join(map(str, value))
+        elif isinstance(value, dict):
+            value = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        parts.append(f"{key}={value}")
+    text = " ".join(parts)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 @cli.command()

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, NamedTuple
 
+import attrs
 from attrs import frozen
 
 if TYPE_CHECKING:
@@ -206,6 +207,47 @@ def check_envelope_text(name: str, value: str | None) -> None:
         raise StoreError(f"{name} must be non-empty text without control characters")
 
 
+@frozen
+class EventFilter:
+    """Which events to read: positions, program, types, streams, business dates, actor."""
+
+    since: int = 0
+    until: int | None = None
+    program: str | None = None
+    types: Sequence[str] | None = None
+    streams: Sequence[str] | None = None
+    occurred_from: str | None = None
+    occurred_to: str | None = None
+    actor: str | None = None
+
+    def sql(self) -> tuple[str, list]:
+        """The WHERE clause and its parameters."""
+        where, params = ["position > ?"], [self.since]
+        for column, operator, value in (
+            ("position", "<=", self.until),
+            ("program", "=", self.program),
+            ("occurred_at", ">=", self.occurred_from),
+            ("occurred_at", "<=", self.occurred_to),
+            ("actor", "=", self.actor),
+        ):
+            if value is not None:
+                where.append(f"{column} {operator} ?")
+                params.append(value)
+        for column, values in (("type", self.types), ("stream", self.streams)):
+            if values:
+                where.append(f"{column} IN ({', '.join('?' * len(values))})")
+                params.extend(values)
+        return " AND ".join(where), params
+
+
+# One envelope as a JSON object, keys in envelope order, the payload embedded as JSON.
+ENVELOPE_JSON_SQL = (
+    "json_object("
+    + ", ".join(f"'{name}', {'json(data)' if name == 'data' else name}" for name in COLUMNS)
+    + ")"
+)
+
+
 class SQLiteEventStore:
     """The event log in one SQLite database (see the module docstring)."""
 
@@ -376,24 +418,26 @@ class SQLiteEventStore:
         types: Sequence[str] | None = None,
         until: int | None = None,
         batch: int = 2000,
+        where: EventFilter | None = None,
     ) -> Iterator[StoredEvent]:
         """Events after position ``since`` in log order, streamed in batches."""
-        where = ["position > ?"]
-        params: list = [since]
-        if until is not None:
-            where.append("position <= ?")
-            params.append(until)
-        if program is not None:
-            where.append("program = ?")
-            params.append(program)
-        if types:
-            where.append(f"type IN ({', '.join('?' * len(types))})")
-            params.extend(types)
-        cursor = self.conn.execute(
-            f"{_SELECT} WHERE {' AND '.join(where)} ORDER BY position", params
+        where = attrs.evolve(
+            where or EventFilter(), since=since, until=until, program=program, types=types
         )
+        clause, params = where.sql()
+        cursor = self.conn.execute(f"{_SELECT} WHERE {clause} ORDER BY position", params)
         while rows := cursor.fetchmany(batch):
             yield from map(StoredEvent._make, rows)
+
+    def json_lines(self, where: EventFilter, batch: int = 5000) -> Iterator[list[tuple[int, str]]]:
+        """Batches of ``(position, envelope as one line of JSON)``, built by SQLite."""
+        clause, params = where.sql()
+        cursor = self.conn.execute(
+            f"SELECT position, {ENVELOPE_JSON_SQL} FROM events WHERE {clause} ORDER BY position",
+            params,
+        )
+        while rows := cursor.fetchmany(batch):
+            yield rows
 
     PROJECTION_COLUMNS = (
         "position",
