@@ -32,12 +32,26 @@ class Verdict:
         return self.bad_position is None
 
 
-def verify(engine: Engine, progress: Progress = None, workers: int | None = None) -> Verdict:
-    """Recompute the hash chain and check positions are gap-free and versions contiguous."""
+def verify(
+    engine: Engine,
+    progress: Progress = None,
+    workers: int | None = None,
+    *,
+    decode: bool = True,
+    anchor: tuple[int, str] | None = None,
+) -> Verdict:
+    """Recompute the hash chain, check positions are gap-free, stream versions contiguous
+    and (with ``decode``) every payload decodes with today's code; with ``anchor``
+    ``(position, hash)``, check the log still extends that head."""
     head, _ = engine.store.head()
     path = None if engine.path is None else str(engine.path)
     checked, last_hash, problem = check_chain(
-        engine.store, head, path=path, workers=workers, progress=progress
+        engine.store,
+        head,
+        path=path,
+        workers=workers,
+        progress=progress,
+        decode=engine.codec.decode if decode else None,
     )
     if problem is not None:
         return Verdict(checked, checked, last_hash, problem.position, problem.reason)
@@ -51,7 +65,36 @@ def verify(engine: Engine, progress: Progress = None, workers: int | None = None
     if checkpoint > head:
         reason = f"the read models have seen position {checkpoint}, past the end of the log"
         return Verdict(checked, head, last_hash, head + 1, reason)
+    if anchor is not None:
+        reason = _anchor_problem(engine, head, *anchor)
+        if reason:
+            return Verdict(checked, head, last_hash, min(anchor[0], head + 1), reason)
     return Verdict(checked, head, last_hash)
+
+
+def _anchor_problem(engine: Engine, head: int, position: int, digest: str) -> str | None:
+    """Why the log no longer extends the anchored head, or None if it does."""
+    if position > head:
+        return f"the log ends at {head}, before the anchored position {position}"
+    row = engine.conn.execute("SELECT hash FROM events WHERE position = ?", (position,)).fetchone()
+    if row[0] != digest:
+        return (
+            f"position {position} no longer has the anchored hash: the log was changed "
+            f"at or before position {position}"
+        )
+    return None
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    """``"POS:HASH"`` -> ``(POS, HASH)``."""
+    position, _, digest = text.partition(":")
+    if not position.isdigit() or int(position) < 1 or len(digest) != 64:
+        raise ValueError(f"{text!r} is not an anchor POS:HASH (a position and a 64-hex hash)")
+    try:
+        int(digest, 16)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an anchor POS:HASH (the hash is not hex)") from None
+    return int(position), digest.lower()
 
 
 def event_count(engine: Engine) -> int:

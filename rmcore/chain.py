@@ -15,12 +15,14 @@ from collections.abc import Callable, Iterator
 
 from attrs import field, frozen
 
+from rmcore.codec import DecodeError
 from rmcore.store import GENESIS_HASH, SQLiteEventStore
 
 PARALLEL_THRESHOLD = 200_000
 SEGMENT_SIZE = 100_000
 
 StreamKey = tuple[str, str]
+Decoder = Callable[[str, int, str], object]
 
 
 @frozen
@@ -45,8 +47,11 @@ class Segment:
     stream_last: dict[StreamKey, int] = field(factory=dict)
 
 
-def check_segment(store: SQLiteEventStore, since: int, until: int) -> Segment:
-    """Check hashes, gap-free positions and stream versions within one range of positions."""
+def check_segment(
+    store: SQLiteEventStore, since: int, until: int, decode: Decoder | None = None
+) -> Segment:
+    """Check hashes, gap-free positions, stream versions and (with ``decode``) payloads
+    within one range of positions."""
     sha256 = hashlib.sha256
     expected = since
     prev: str | None = None
@@ -54,8 +59,8 @@ def check_segment(store: SQLiteEventStore, since: int, until: int) -> Segment:
     stream_first: dict[StreamKey, tuple[int, int]] = {}
     stream_last: dict[StreamKey, int] = {}
     problem = None
-    for rows in store.chain_rows(since, until):
-        for position, program, stream, version, prev_hash, digest, hashed in rows:
+    for rows in store.chain_rows(since, until, with_payload=decode is not None):
+        for position, program, stream, version, prev_hash, digest, hashed, *payload in rows:
             expected += 1
             if position != expected:
                 problem = Problem(expected, f"position {expected} is missing (next is {position})")
@@ -77,6 +82,12 @@ def check_segment(store: SQLiteEventStore, since: int, until: int) -> Segment:
                 break
             stream_last[key] = version
             prev = digest
+            if decode is not None:
+                try:
+                    decode(*payload)
+                except DecodeError as exc:
+                    problem = Problem(position, f"its payload does not decode: {exc}")
+                    break
         if problem:
             break
     if problem is None and expected < until:
@@ -119,11 +130,26 @@ def _ranges(head: int, size: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, head)) for start in range(0, head, size)] or [(0, 0)]
 
 
-def _check_file_segment(path: str, since: int, until: int) -> Segment:
+# The decoder of the process that forks the workers; spawned workers build their own.
+_DECODER: Decoder | None = None
+
+
+def _worker_decoder() -> Decoder:
+    if _DECODER is not None:
+        return _DECODER
+    from rmcore.codec import Codec
+    from rmcore.engine import build_registry
+    from rmcore.plugins import make_plugin_manager
+
+    return Codec(build_registry(make_plugin_manager())).decode
+
+
+def _check_file_segment(path: str, since: int, until: int, decode: bool) -> Segment:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         conn.execute("PRAGMA cache_size = -16384")
-        return check_segment(SQLiteEventStore(conn), since, until)
+        decoder = _worker_decoder() if decode else None
+        return check_segment(SQLiteEventStore(conn), since, until, decoder)
     finally:
         conn.close()
 
@@ -135,15 +161,17 @@ def check_chain(
     path: str | None = None,
     workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    decode: Decoder | None = None,
 ) -> tuple[int, str, Problem | None]:
     """Check positions ``1..head``; large logs in a file are split across processes."""
+    global _DECODER
     workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
     if path is None or workers < 2 or head < PARALLEL_THRESHOLD:
         ranges = _ranges(head, SEGMENT_SIZE)
 
         def sequential() -> Iterator[Segment]:
             for since, until in ranges:
-                segment = check_segment(store, since, until)
+                segment = check_segment(store, since, until, decode)
                 if progress:
                     progress(segment.checked)
                 yield segment
@@ -156,8 +184,12 @@ def check_chain(
     # fork starts workers without re-importing anything; the workers open their own
     # read-only connections and never touch the parent's.
     method = "fork" if "fork" in get_all_start_methods() else "spawn"
+    _DECODER = decode
     with ProcessPoolExecutor(workers, mp_context=get_context(method)) as pool:
-        futures = [pool.submit(_check_file_segment, path, since, until) for since, until in ranges]
+        futures = [
+            pool.submit(_check_file_segment, path, since, until, decode is not None)
+            for since, until in ranges
+        ]
 
         def in_order() -> Iterator[Segment]:
             for future in futures:

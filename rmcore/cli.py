@@ -642,17 +642,42 @@ def replay(app: App, check: bool) -> None:
 
 
 @cli.command()
+@click.option("--anchor", "print_anchor", is_flag=True, help="Print POS:HASH of the head to keep.")
+@click.option("--against", metavar="POS:HASH", help="Prove the log still extends this anchor.")
+@click.option("--deep", is_flag=True, help="Also compare the read models with a fresh replay.")
+@click.option("--chain-only", is_flag=True, help="Skip decoding every payload (faster).")
 @pass_app
-def verify(app: App) -> None:
-    """Check the hash chain, gap-free positions and contiguous stream versions."""
+def verify(app: App, print_anchor: bool, against: str | None, deep: bool, chain_only: bool):
+    """Check the hash chain, positions, stream versions and payloads; exit 1 at the first
+    bad position."""
+    anchor = None
+    if against:
+        try:
+            anchor = audit.parse_anchor(against)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--against") from None
     engine = app.engine()
     with progress_bar("Verifying", audit.event_count(engine)) as bar:
-        verdict = audit.verify(engine, progress=bar.update)
+        verdict = audit.verify(engine, progress=bar.update, decode=not chain_only, anchor=anchor)
     if not verdict.ok:
         raise click.ClickException(f"position {verdict.bad_position}: {verdict.reason}")
+    if deep:
+        with progress_bar("Replaying", verdict.checked) as bar:
+            differences = audit.replay_check(engine, progress=bar.update)
+        if differences:
+            for line in differences:
+                click.echo(line, err=True)
+            raise click.ClickException(
+                f"the read models differ from a fresh replay ({len(differences)} difference(s))"
+            )
+    if print_anchor:
+        click.echo(f"{verdict.head_position}:{verdict.head_hash}")
+        return
+    checks = "chain intact" + (", payloads decode" if not chain_only else "")
+    checks += ", read models equal a replay" if deep else ""
+    checks += f", extends anchor {anchor[0]}" if anchor else ""
     click.echo(
-        f"OK: {verdict.checked} events, chain intact; head {verdict.head_position} "
-        f"{verdict.head_hash}"
+        f"OK: {verdict.checked} events, {checks}; head {verdict.head_position} {verdict.head_hash}"
     )
 
 

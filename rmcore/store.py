@@ -490,12 +490,19 @@ class SQLiteEventStore:
         return [StoredEvent._make(row) for row in rows]
 
     def chain_rows(
-        self, since: int = 0, until: int | None = None, batch: int = 5000
+        self,
+        since: int = 0,
+        until: int | None = None,
+        batch: int = 5000,
+        *,
+        with_payload: bool = False,
     ) -> Iterator[list[tuple]]:
-        """Batches of ``(position, program, stream, version, prev_hash, hash, hashed_bytes)``."""
+        """Batches of ``(position, program, stream, version, prev_hash, hash, hashed_bytes)``,
+        followed by ``type, schema, data`` when ``with_payload``."""
+        payload = ", type, schema, data" if with_payload else ""
         cursor = self.conn.execute(
-            "SELECT position, program, stream, version, prev_hash, hash, "
-            f"{HASHED_SQL} FROM events WHERE position > ? AND position <= ? ORDER BY position",
+            f"SELECT position, program, stream, version, prev_hash, hash, {HASHED_SQL}{payload}"
+            " FROM events WHERE position > ? AND position <= ? ORDER BY position",
             (since, until if until is not None else 2**62),
         )
         while rows := cursor.fetchmany(batch):
