@@ -5,13 +5,17 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
+import attrs
 from attrs import frozen
 
 from rmcore import db
 from rmcore.chain import check_chain
+from rmcore.commands import DomainError
 from rmcore.engine import Engine
 from rmcore.projections import Projector, compare, rebuild
+from rmcore.queries import Snapshot
 
 Progress = Callable[[int], None] | None
 
@@ -104,8 +108,9 @@ def event_count(engine: Engine) -> int:
 
 def replay(engine: Engine, progress: Progress = None) -> int:
     """Rebuild the live read models from the whole log, in one transaction."""
+    until = engine.snapshot.occurred_until if engine.snapshot else None
     with engine.store.transaction():
-        return rebuild(engine.store, engine.projector, progress=progress)
+        return rebuild(engine.store, engine.projector, progress=progress, occurred_until=until)
 
 
 def replay_check(engine: Engine, progress: Progress = None) -> list[str]:
@@ -126,7 +131,10 @@ def replay_check(engine: Engine, progress: Progress = None) -> list[str]:
                 try:
                     scratch_conn.execute("BEGIN")
                     rebuild(
-                        engine.store, Projector(scratch_conn, engine.registry), progress=progress
+                        engine.store,
+                        Projector(scratch_conn, engine.registry),
+                        progress=progress,
+                        occurred_until=engine.snapshot.occurred_until if engine.snapshot else None,
                     )
                     scratch_conn.execute("COMMIT")
                     return compare(engine.conn, "replayed")
@@ -140,3 +148,59 @@ def replay_check(engine: Engine, progress: Progress = None) -> list[str]:
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(scratch + suffix):
                 os.unlink(scratch + suffix)
+
+
+def snapshot(
+    engine: Engine,
+    out: str | os.PathLike,
+    *,
+    as_of: str | None = None,
+    known_at: str | None = None,
+    progress: Progress = None,
+) -> tuple[Snapshot, int]:
+    """Write the program as it was to a new, read-only database file.
+
+    ``as_of`` (an ``occurred_at``): what had happened in the world by then, late entries
+    included. ``known_at`` (a ``recorded_at``): what had been recorded by then, i.e. what
+    the operator knew. The copy holds the log (up to that moment for ``known_at``), so it
+    verifies on its own; its read models answer ``people``, ``pairs`` and ``kpi``.
+    Returns the snapshot description and how many events its read models hold.
+    """
+    if (as_of is None) == (known_at is None):
+        raise DomainError("give exactly one of --as-of and --known-at")
+    out = Path(out)
+    if out.exists():
+        raise DomainError(f"{out} already exists; point-in-time copies go to a new file")
+    head = engine.store.head()[0]
+    if known_at is not None:
+        row = engine.conn.execute(
+            "SELECT max(position) FROM events WHERE recorded_at <= ?", (known_at,)
+        ).fetchone()
+        head = row[0] or 0
+    info = Snapshot("as-of" if as_of else "known-at", as_of or known_at, str(engine.path), head)
+    target = db.connect(out, create=True)
+    try:
+        db.migrate(target)
+        target.execute(
+            "CREATE TABLE snapshot (kind TEXT NOT NULL, moment TEXT NOT NULL,"
+            " source TEXT NOT NULL, head INTEGER NOT NULL)"
+        )
+        target.execute("INSERT INTO snapshot VALUES (?, ?, ?, ?)", attrs.astuple(info))
+    finally:
+        target.close()
+    engine.conn.execute("ATTACH DATABASE ? AS snap", (str(out),))
+    try:
+        engine.conn.execute("BEGIN")
+        engine.conn.execute(
+            "INSERT INTO snap.events SELECT * FROM main.events WHERE position <= ?", (head,)
+        )
+        engine.conn.execute("COMMIT")
+    finally:
+        engine.conn.execute("DETACH DATABASE snap")
+    with Engine.open(out, pm=engine.pm) as copy:
+        copy.conn.execute("BEGIN IMMEDIATE")
+        folded = rebuild(
+            copy.store, copy.projector, progress=progress, occurred_until=info.occurred_until
+        )
+        copy.conn.execute("COMMIT")
+    return info, folded

@@ -34,7 +34,14 @@ from rmcore.output import format_option, write_rows
 from rmcore.plugins import disabled_from_env, known_plugin_names, list_plugins, make_plugin_manager
 from rmcore.queries import PERSON_COLUMNS
 from rmcore.store import EventFilter, StoreError
-from rmcore.when import OCCURRED_FORMAT, WhenError, end_of_day, parse_occurred, to_utc
+from rmcore.when import (
+    OCCURRED_FORMAT,
+    WhenError,
+    end_of_day,
+    parse_occurred,
+    recorded_cut,
+    to_utc,
+)
 
 USER_ERRORS = (DomainError, WhenError, DatabaseError, StoreError, DecodeError)
 
@@ -619,11 +626,37 @@ def progress_bar(label: str, length: int):
 
 @cli.command()
 @click.option("--check", is_flag=True, help="Rebuild into a scratch database and compare.")
+@click.option("--as-of", metavar="DATE", help="The program as it was in the world on DATE.")
+@click.option("--known-at", metavar="DATETIME", help="The program as recorded by DATETIME.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="New database file for --as-of / --known-at (the live one is never touched).",
+)
 @pass_app
-def replay(app: App, check: bool) -> None:
-    """Rebuild the read models from the whole log (--check: compare with the live ones)."""
+def replay(app: App, check: bool, as_of: str | None, known_at: str | None, out: str | None):
+    """Rebuild the read models from the log; --check compares with the live ones; --as-of or
+    --known-at write a past moment to a separate, read-only database."""
     engine = app.engine()
     total = audit.event_count(engine)
+    if as_of or known_at:
+        if check or not out or (as_of and known_at):
+            raise click.UsageError("use --as-of DATE or --known-at DATETIME, with --out FILE")
+        with progress_bar("Replaying", total) as bar:
+            info, folded = audit.snapshot(
+                engine,
+                out,
+                as_of=end_of_day(as_of) if as_of else None,
+                known_at=recorded_cut(known_at) if known_at else None,
+                progress=bar.update,
+            )
+        click.echo(
+            f"Wrote {out}: the program {info.kind} {info.moment} ({info.head} events copied, "
+            f"{folded} in its read models). Read it with: rmcore --db {out} people"
+        )
+        return
+    if out:
+        raise click.UsageError("--out goes with --as-of or --known-at")
     with progress_bar("Replaying", total) as bar:
         if check:
             differences = audit.replay_check(engine, progress=bar.update)

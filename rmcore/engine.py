@@ -122,6 +122,7 @@ class Engine:
         self.codec = Codec(self.registry)
         self.store = SQLiteEventStore(conn)
         self.projector = Projector(conn, self.registry)
+        self.snapshot = queries.snapshot_of(conn)
 
     @classmethod
     def open(
@@ -171,6 +172,11 @@ class Engine:
         _check_name("actor", actor)
         if idempotency_key is not None:
             _check_name("idempotency key", idempotency_key)
+        if self.snapshot is not None:
+            raise DomainError(
+                f"{self.path} is a point-in-time copy ({self.snapshot.kind} "
+                f"{self.snapshot.moment}); it is read-only"
+            )
         with self.store.transaction():
             duplicate, earlier = False, []
             if idempotency_key is not None:

@@ -321,15 +321,17 @@ def rebuild(
     *,
     batch: int = 5000,
     progress: Callable[[int], None] | None = None,
+    occurred_until: str | None = None,
 ) -> int:
-    """Clear the read models behind ``projector`` and fold the whole log into them.
+    """Clear the read models behind ``projector`` and fold the whole log into them
+    (with ``occurred_until``, only the events that had occurred by then).
 
     Runs inside the caller's transaction on ``projector.conn``; ``source`` may be
     another connection (a scratch database reading the live log).
     """
     projector.clear()
     total = 0
-    for rows in source.scan(0, batch=batch):
+    for rows in source.scan(0, batch=batch, occurred_until=occurred_until):
         total += projector.apply_rows(rows)
         if progress:
             progress(len(rows))

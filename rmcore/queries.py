@@ -7,6 +7,8 @@ import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
+from attrs import frozen
+
 from rmcore.model import Pair, Person
 
 PERSON_COLUMNS = (
@@ -193,6 +195,31 @@ def pairs(conn: sqlite3.Connection, program: str, *, status: str | None = "activ
         sql += " AND status = ?"
         params.append(status)
     return [_pair(row) for row in conn.execute(sql + " ORDER BY pair_id", params)]
+
+
+@frozen
+class Snapshot:
+    """What a point-in-time copy holds: ``as-of`` a business date or ``known-at`` a time."""
+
+    kind: str
+    moment: str
+    source: str
+    head: int
+
+    @property
+    def occurred_until(self) -> str | None:
+        """The business-date cut its read models were folded with (as-of copies only)."""
+        return self.moment if self.kind == "as-of" else None
+
+
+def snapshot_of(conn: sqlite3.Connection) -> Snapshot | None:
+    """The snapshot description of a point-in-time copy, or None for a live database."""
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'snapshot'"
+    ).fetchone():
+        return None
+    row = conn.execute("SELECT kind, moment, source, head FROM snapshot").fetchone()
+    return Snapshot(*row) if row else None
 
 
 def program_position(conn: sqlite3.Connection, program: str) -> int:

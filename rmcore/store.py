@@ -335,22 +335,13 @@ class SQLiteEventStore:
         recorded_at: str | None = None,
     ) -> list[StoredEvent]:
         """Append events in order; must run inside :meth:`transaction`."""
-        if not self.conn.in_transaction:
-            raise StoreError("append needs an open write transaction")
         check_envelope_text("program", program)
         check_envelope_text("actor", actor)
         check_envelope_text("idempotency key", idempotency_key)
         recorded_at = recorded_at or utc_now()
-        position, prev_hash = self.head()
-        if self._versions_head != prev_hash or len(self._versions) > VERSION_CACHE_SIZE:
-            self._versions.clear()
-        versions = self._versions
-        unknown = {new.stream for new in events if (program, new.stream) not in versions}
-        if unknown:
-            versions.update(self.stream_versions(program, unknown))
-        stored: list[StoredEvent] = []
-        event_ids = new_event_ids(len(events))
-        for new, event_id in zip(events, event_ids):
+        versions = self._stream_cache(program, {new.stream for new in events})
+        drafts = []
+        for new, event_id in zip(events, new_event_ids(len(events))):
             check_envelope_text("stream", new.stream)
             check_envelope_text("occurred_at", new.occurred_at)
             key = (program, new.stream)
@@ -359,42 +350,68 @@ class SQLiteEventStore:
                 raise ConcurrencyError(
                     f"{new.stream} is at version {version}, expected {new.expected_version}"
                 )
-            version += 1
-            versions[key] = version
-            position += 1
-            canonical = canonical_envelope(
-                position,
-                event_id,
-                program,
-                new.stream,
-                version,
-                new.type,
-                new.schema,
-                new.occurred_at,
-                recorded_at,
-                actor,
-                idempotency_key,
-                new.data,
-            )
-            digest = chain_hash(prev_hash, canonical)
-            stored.append(
-                StoredEvent(
-                    position,
-                    event_id,
-                    program,
-                    new.stream,
-                    version,
-                    new.type,
-                    new.schema,
-                    new.occurred_at,
-                    recorded_at,
-                    actor,
-                    idempotency_key,
-                    new.data,
-                    prev_hash,
-                    digest,
+            versions[key] = version = version + 1
+            drafts.append(
+                (event_id, program, new.stream, version, new.type, new.schema,
+                 new.occurred_at, recorded_at, actor, idempotency_key, new.data)
+            )  # fmt: skip
+        return self._seal(drafts)
+
+    def append_copies(self, events: Sequence[StoredEvent]) -> list[StoredEvent]:
+        """Append events carried over from another log (``import-log``): their envelopes are
+        kept, except position and hashes, which continue this log's chain. Each event's
+        version must follow its stream's last version here."""
+        drafts = []
+        for program in {e.program for e in events}:
+            check_envelope_text("program", program)
+        caches = {
+            program: self._stream_cache(program, {e.stream for e in events if e.program == program})
+            for program in {e.program for e in events}
+        }
+        for e in events:
+            for label, value in (
+                ("stream", e.stream),
+                ("occurred_at", e.occurred_at),
+                ("actor", e.actor),
+                ("idempotency key", e.idempotency_key),
+            ):
+                check_envelope_text(label, value)  # fmt: skip
+            versions = caches[e.program]
+            key = (e.program, e.stream)
+            if e.version != versions[key] + 1:
+                raise ConcurrencyError(
+                    f"{e.stream} in {e.program} is at version {versions[key]} here; "
+                    f"the incoming event has version {e.version}"
                 )
-            )
+            versions[key] = e.version
+            drafts.append(
+                (e.event_id, e.program, e.stream, e.version, e.type, e.schema,
+                 e.occurred_at, e.recorded_at, e.actor, e.idempotency_key, e.data)
+            )  # fmt: skip
+        return self._seal(drafts)
+
+    def _stream_cache(self, program: str, streams: set[str]) -> dict[tuple[str, str], int]:
+        """The connection's stream-version cache, valid for the current head and filled
+        for ``streams``."""
+        if not self.conn.in_transaction:
+            raise StoreError("append needs an open write transaction")
+        head_hash = self.head()[1]
+        if self._versions_head != head_hash or len(self._versions) > VERSION_CACHE_SIZE:
+            self._versions.clear()
+            self._versions_head = head_hash
+        unknown = {stream for stream in streams if (program, stream) not in self._versions}
+        if unknown:
+            self._versions.update(self.stream_versions(program, unknown))
+        return self._versions
+
+    def _seal(self, drafts: list[tuple]) -> list[StoredEvent]:
+        """Give drafts (envelopes without position and hashes) their place in the chain."""
+        position, prev_hash = self.head()
+        stored: list[StoredEvent] = []
+        for draft in drafts:
+            position += 1
+            digest = chain_hash(prev_hash, canonical_envelope(position, *draft))
+            stored.append(StoredEvent(position, *draft, prev_hash, digest))
             prev_hash = digest
         self._versions_head = None  # until the insert has succeeded
         self._insert(stored)
@@ -449,12 +466,16 @@ class SQLiteEventStore:
         "data",
     )
 
-    def scan(self, since: int = 0, *, batch: int = 5000) -> Iterator[list[tuple]]:
-        """Batches of plain ``PROJECTION_COLUMNS`` tuples after ``since``, for folds."""
+    def scan(
+        self, since: int = 0, *, batch: int = 5000, occurred_until: str | None = None
+    ) -> Iterator[list[tuple]]:
+        """Batches of plain ``PROJECTION_COLUMNS`` tuples after ``since``, for folds;
+        ``occurred_until`` keeps only what had happened in the world by then."""
+        until = "" if occurred_until is None else " AND occurred_at <= ?"
         cursor = self.conn.execute(
             f"SELECT {', '.join(self.PROJECTION_COLUMNS)} FROM events"
-            " WHERE position > ? ORDER BY position",
-            (since,),
+            f" WHERE position > ?{until} ORDER BY position",
+            (since,) if occurred_until is None else (since, occurred_until),
         )
         while rows := cursor.fetchmany(batch):
             yield rows

@@ -56,3 +56,14 @@ def end_of_day(text: str) -> str:
 def day(occurred_at: str) -> str:
     """The date part of an ``occurred_at``."""
     return occurred_at[:10]
+
+
+RECORDED_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def recorded_cut(text: str) -> str:
+    """For ``--known-at``: a ``recorded_at`` bound (a date alone means the end of that day)."""
+    moment = to_utc(text)
+    if len(text.strip()) == 10:
+        moment = moment + timedelta(days=1, microseconds=-1)
+    return moment.strftime(RECORDED_FORMAT)
