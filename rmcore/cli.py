@@ -8,6 +8,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -34,6 +35,7 @@ from rmcore.output import format_option, write_rows
 from rmcore.plugins import disabled_from_env, known_plugin_names, list_plugins, make_plugin_manager
 from rmcore.queries import PERSON_COLUMNS
 from rmcore.store import EventFilter, StoreError
+from rmcore.transfer import export_log, import_log
 from rmcore.when import (
     OCCURRED_FORMAT,
     WhenError,
@@ -533,7 +535,7 @@ def log(app: App, since, types, streams, from_, to, actor_filter, all_programs, 
     try:
         while True:
             for rows in engine.store.json_lines(where):
-                out.write("\n".join(line for _, line in rows))
+                out.write("\n".join(line for _, _, line in rows))
                 out.write("\n")
                 where = attrs.evolve(where, since=rows[-1][0])
             if not follow:
@@ -547,6 +549,35 @@ def log(app: App, since, types, streams, from_, to, actor_filter, all_programs, 
 
 
 FOLLOW_POLL_SECONDS = 0.5
+
+
+@cli.command("export")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .jsonl file.")
+@click.option("--all-programs", is_flag=True, help="The whole log, not only --program.")
+@pass_app
+def export_command(app: App, out: str, all_programs: bool) -> None:
+    """Write the program's log to a JSON-lines file that import-log verifies on the way in."""
+    engine = app.engine()
+    if Path(out).exists():
+        raise DomainError(f"{out} already exists; export to a new file")
+    with progress_bar("Exporting", audit.event_count(engine)) as bar:
+        count = export_log(engine, out, program=None if all_programs else app.program,
+                           progress=bar.update)  # fmt: skip
+    click.echo(f"Exported {count} events to {out}.")
+
+
+@cli.command("import-log")
+@click.argument("file", type=click.Path(dir_okay=False))
+@pass_app
+def import_log_command(app: App, file: str) -> None:
+    """Append the events of an export to this database, verifying them; all or nothing."""
+    engine = app.engine()
+    with progress_bar("Importing", _count_lines(file)) as bar:
+        summary = import_log(engine, file, progress=bar.update)
+    click.echo(
+        f"Read {summary.events} events: {summary.appended} appended, "
+        f"{summary.skipped} already here."
+    )
 
 
 @cli.command("history")

@@ -446,11 +446,14 @@ class SQLiteEventStore:
         while rows := cursor.fetchmany(batch):
             yield from map(StoredEvent._make, rows)
 
-    def json_lines(self, where: EventFilter, batch: int = 5000) -> Iterator[list[tuple[int, str]]]:
-        """Batches of ``(position, envelope as one line of JSON)``, built by SQLite."""
+    def json_lines(
+        self, where: EventFilter, batch: int = 5000
+    ) -> Iterator[list[tuple[int, str, str]]]:
+        """Batches of ``(position, hash, envelope as one line of JSON)``, built by SQLite."""
         clause, params = where.sql()
         cursor = self.conn.execute(
-            f"SELECT position, {ENVELOPE_JSON_SQL} FROM events WHERE {clause} ORDER BY position",
+            f"SELECT position, hash, {ENVELOPE_JSON_SQL} FROM events WHERE {clause}"
+            " ORDER BY position",
             params,
         )
         while rows := cursor.fetchmany(batch):
