@@ -197,7 +197,7 @@ def check_text(
 
 def check_person_id(value: str, label: str = "person id") -> None:
     """Person ids are 1-100 letters, digits and ``._@+-``, starting with a letter or digit."""
-    if not PERSON_ID.match(value):
+    if not PERSON_ID.fullmatch(value):
         raise DomainError(
             f"{label} {value!r} is not valid: use 1-100 letters, digits and . _ @ + -, "
             "starting with a letter or digit"
@@ -206,7 +206,7 @@ def check_person_id(value: str, label: str = "person id") -> None:
 
 def check_email(value: str) -> None:
     """A well-formed single address (no display name, no spaces)."""
-    if len(value) > 254 or not EMAIL.match(value):
+    if len(value) > 254 or not EMAIL.fullmatch(value):
         raise DomainError(f"email {value!r} is not a well-formed address like ada@example.org")
 
 
@@ -577,7 +577,7 @@ def decide_leave(state: State, cmd: Leave) -> list[Event]:
 
 def decide_config(state: State, cmd: SetConfig) -> list[Event]:
     """Keys are dotted lower-case names; secrets never go into the log; no-op if unchanged."""
-    if not CONFIG_KEY.match(cmd.key):
+    if not CONFIG_KEY.fullmatch(cmd.key):
         raise DomainError(
             f"setting {cmd.key!r} is not a dotted lower-case name like matching_skills.min_score"
         )

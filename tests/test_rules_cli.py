@@ -487,3 +487,16 @@ def test_a_retry_without_at_is_the_same_command(run_cli, raw_log):
     retry = run_cli(*args)
     assert retry.exit_code == 0
     assert "Already recorded" in retry.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("join", "zoe\n", "--name", "Zoe", "--email", "zoe@example.org", "--role", "mentor"),
+        ("join", "zoe", "--name", "Zoe", "--email", "zoe@example.org\n", "--role", "mentor"),
+        ("config", "set", "notify.enabled\n", "true"),
+    ],
+)
+def test_a_trailing_newline_does_not_slip_through_a_pattern(run_cli, raw_log, args):
+    """Ids, addresses and setting keys are matched whole: a trailing newline is refused."""
+    assert_refused(run_cli, raw_log, args)
