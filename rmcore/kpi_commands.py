@@ -78,12 +78,16 @@ def kpi(app, as_of: str | None, by: str | None, fmt: str | None) -> None:
 
 def pivot(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     """Grouped KPI rows as one line per KPI and one column per group, for a table."""
+
+    def label(group: str) -> str:
+        return f"{group} (group)" if group in ("name", "unit") else group
+
     groups = sorted({row["group"] for row in rows}, key=lambda g: (g == ALL, g == NOT_SET, g))
     lines: dict[str, dict[str, Any]] = {}
     for row in rows:
         line = lines.setdefault(row["name"], {"name": row["name"], "unit": row["unit"]})
-        line[row["group"]] = row["value"]
-    return list(lines.values()), ["name", *groups, "unit"]
+        line[label(row["group"])] = row["value"]
+    return list(lines.values()), ["name", *map(label, groups), "unit"]
 
 
 @click.command()

@@ -15,14 +15,14 @@ The contract (docs/kpis.md has the long form):
 - a plugin that raises or returns something malformed stops the collection with a
   :class:`KpiError` naming it, so no report is ever silently missing a plugin.
 
-Every plugin reads the same snapshot: the collection runs in one read transaction.
+Every plugin reads the same snapshot: the collection runs in one read transaction, with
+the connection set to ``query_only`` so that a plugin cannot change the database.
 """
 
 from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -88,6 +88,8 @@ def collect_kpis(engine: Engine, program: str, as_of: str, by: str | None = None
         raise KpiError(f"cannot break KPIs down by {by!r}; choose {' or '.join(GROUP_BY)}")
     conn = engine.conn
     own_transaction = not conn.in_transaction
+    (read_only,) = conn.execute("PRAGMA query_only").fetchone()
+    conn.execute("PRAGMA query_only = ON")  # plugins read; a write fails in the plugin
     if own_transaction:
         conn.execute("BEGIN")
     try:
@@ -111,6 +113,7 @@ def collect_kpis(engine: Engine, program: str, as_of: str, by: str | None = None
     finally:
         if own_transaction and conn.in_transaction:
             conn.execute("COMMIT")
+        conn.execute(f"PRAGMA query_only = {int(read_only)}")
 
 
 def _callers(pm) -> list[tuple[str, Any]]:
@@ -125,7 +128,7 @@ def _callers(pm) -> list[tuple[str, Any]]:
 
 
 def _records(plugin: str, result: Any, by: str | None) -> list[Kpi]:
-    if isinstance(result, (Kpi, Mapping)) or not hasattr(result, "__iter__"):
+    if not isinstance(result, (list, tuple)):
         raise KpiError(f"KPI plugin {plugin} returned {type(result).__name__}, not a list of Kpi")
     records = []
     for item in result:
@@ -133,6 +136,10 @@ def _records(plugin: str, result: Any, by: str | None) -> list[Kpi]:
             kpi = item if isinstance(item, Kpi) else Kpi(**item)
         except (TypeError, ValueError) as exc:
             raise KpiError(f"KPI plugin {plugin} returned a malformed KPI: {exc}") from None
+        if not isinstance(kpi.name, str) or not kpi.name.strip():
+            raise KpiError(f"KPI plugin {plugin} returned a KPI without a name")
+        if kpi.group is not None and not isinstance(kpi.group, str):
+            raise KpiError(f"KPI plugin {plugin} returned {kpi.name} with a group that is no text")
         if kpi.group is not None and by is None:
             raise KpiError(
                 f"KPI plugin {plugin} returned {kpi.name} for group {kpi.group!r} "

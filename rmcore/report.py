@@ -13,7 +13,9 @@ by ``--to`` is taken as of ``--to``. "Sessions per month" is the difference of t
 from __future__ import annotations
 
 import calendar
+import re
 import sqlite3
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
@@ -114,19 +116,26 @@ def kpi_values(records: Sequence[Kpi]) -> dict[str, int | float | None]:
     return {k.name: k.value for k in records if k.group is None}
 
 
-def monthly_points(engine: Engine, program: str, chosen: Period) -> list[MonthPoint]:
-    """``collect_kpis`` at each month's end, plus the sessions held in each month."""
+def monthly_points(
+    engine: Engine, program: str, chosen: Period
+) -> tuple[list[MonthPoint], list[Kpi]]:
+    """``collect_kpis`` at each month's end (with the sessions held in each month).
+
+    Also returns the last month's records: they are the KPIs as of ``chosen.end``.
+    """
     previous = kpi_values(collect_kpis(engine, program, chosen.before())).get("sessions")
-    points = []
+    points: list[MonthPoint] = []
+    records: list[Kpi] = []
     for month, as_of in chosen.months():
-        values = kpi_values(collect_kpis(engine, program, as_of))
+        records = collect_kpis(engine, program, as_of)
+        values = kpi_values(records)
         sessions = values.get("sessions")
         values["sessions_per_month"] = (
             None if sessions is None or previous is None else sessions - previous
         )
         previous = sessions
         points.append(MonthPoint(month, as_of, values))
-    return points
+    return points, records
 
 
 def skill_flows(
@@ -164,8 +173,12 @@ def skill_flows(
     return result
 
 
+_SEPARATORS = re.compile(r"[\s\-_\u2010-\u2015\u2212]+")
+
+
 def _skill_key(skill: str) -> str:
-    return " ".join(skill.replace("-", " ").replace("_", " ").casefold().split())
+    # The normalisation the KPI and matching plugins use (the core cannot import them).
+    return _SEPARATORS.sub(" ", unicodedata.normalize("NFKC", skill).casefold()).strip()
 
 
 def build_report(
@@ -179,8 +192,7 @@ def build_report(
     """The HTML report of ``program`` for the months from ``start`` to ``end``."""
     now = now or datetime.now(timezone.utc).strftime(OCCURRED_FORMAT)
     chosen = period(engine.conn, program, start, end, now)
-    points = monthly_points(engine, program, chosen)
-    kpis = collect_kpis(engine, program, chosen.end)
+    points, kpis = monthly_points(engine, program, chosen)
     flows = skill_flows(engine.conn, program, chosen.start, chosen.end)
     return render(program, chosen, kpis, points, flows, now)
 
@@ -376,12 +388,19 @@ def _chart(trend: Trend, points: Sequence[MonthPoint]) -> str:
             f'<text x="{LEFT - 6}" y="{ty + 4:.1f}" text-anchor="end">'
             f"{_tick_label(tick, trend.unit)}</text>"
         )
-    every = max(1, len(points) // 12 + (len(points) % 12 > 0))
+    every = -(-len(points) // 12)  # at most 12 month labels
     for i, point in enumerate(points):
-        if i % every == 0 or i == len(points) - 1:
+        if i % every:
+            continue
+        year, month = point.month.split("-")
+        svg.append(
+            f'<text x="{x(i):.1f}" y="{HEIGHT - BOTTOM + 15}" text-anchor="middle">'
+            f"{calendar.month_abbr[int(month)]}</text>"
+        )
+        if i == 0 or int(month) <= every:
             svg.append(
-                f'<text x="{x(i):.1f}" y="{HEIGHT - BOTTOM + 16}" text-anchor="middle">'
-                f"{point.month}</text>"
+                f'<text x="{x(i):.1f}" y="{HEIGHT - BOTTOM + 28}" text-anchor="middle">'
+                f"{year}</text>"
             )
     if trend.kind == "bar":
         svg.extend(_bars(trend, points, x, y, step, low, colour))
