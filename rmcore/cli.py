@@ -15,6 +15,7 @@ import attrs
 import click
 
 from rmcore import audit, kpi_commands, notify_command, queries
+from rmcore.backup import backup
 from rmcore.codec import DecodeError
 from rmcore.commands import (
     DomainError,
@@ -578,6 +579,30 @@ def import_log_command(app: App, file: str) -> None:
         f"Read {summary.events} events: {summary.appended} appended, "
         f"{summary.skipped} already here."
     )
+
+
+@cli.command("backup")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="The new file.")
+@pass_app
+def backup_command(app: App, out: str) -> None:
+    """Copy the database to a new file while others keep working; the copy is verified."""
+    engine = app.engine()
+    bar_state: dict[str, Any] = {}
+    with progress_bar("Backing up", 100) as bar:
+
+        def progress(done: int, total: int) -> None:
+            percent = done * 100 // max(total, 1)
+            bar.update(percent - bar_state.get("shown", 0))
+            bar_state["shown"] = percent
+
+        backup(engine, out, progress=progress)
+    with Engine.open(out, pm=engine.pm) as copy:
+        verdict = audit.verify(copy)
+    if not verdict.ok:
+        raise click.ClickException(
+            f"the backup does not verify at position {verdict.bad_position}: {verdict.reason}"
+        )
+    click.echo(f"Backed up {verdict.checked} events to {out}; the copy verifies.")
 
 
 @cli.command("history")

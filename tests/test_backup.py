@@ -1,0 +1,48 @@
+"""rmcore backup: an online copy that verifies, taken while another process keeps writing."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+WRITER = """
+import sys
+from rmcore.commands import Join
+from rmcore.engine import Engine
+from rmcore.plugins import make_plugin_manager
+engine = Engine.open(sys.argv[1], pm=make_plugin_manager(load_entry_points=False))
+for i in range(int(sys.argv[2])):
+    engine.execute("default", Join(person_id=f"w{i}", name="W", email="w@example.org",
+                   role="mentee", at="2025-01-01T00:00:00Z"), actor="writer")
+"""
+
+
+def test_a_backup_taken_while_another_process_writes_verifies(run_cli, db_path: Path, tmp_path):
+    """The copy is a consistent moment of a database that kept changing underneath."""
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(db_path), "400"])
+    try:
+        time.sleep(0.3)
+        out = tmp_path / "backup.db"
+        result = run_cli("backup", "--out", str(out))
+        assert result.exit_code == 0, result.stderr
+        assert "the copy verifies" in result.stdout
+    finally:
+        assert writer.wait(timeout=60) == 0
+    copied = sqlite3.connect(out).execute("SELECT count(*) FROM events").fetchone()[0]
+    assert 0 < copied <= 400
+    verified = run_cli("verify", "--deep", db=out)
+    assert verified.exit_code == 0, verified.stderr
+    assert out.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_backup_never_overwrites_a_file(run_cli, db_path: Path, tmp_path):
+    """An existing file is refused and left as it was."""
+    out = tmp_path / "keep.db"
+    out.write_bytes(b"precious")
+    result = run_cli("backup", "--out", str(out))
+    assert result.exit_code == 1
+    assert "already exists" in result.stderr
+    assert out.read_bytes() == b"precious"
