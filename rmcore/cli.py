@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 import click
+import pluggy
 
 from rmcore import audit, kpi_commands, notify_command, queries
 from rmcore.backup import backup
@@ -33,7 +34,15 @@ from rmcore.history import history
 from rmcore.importer import ImportRefused, import_people
 from rmcore.match_command import match
 from rmcore.output import format_option, write_rows
-from rmcore.plugins import disabled_from_env, known_plugin_names, list_plugins, make_plugin_manager
+from rmcore.plugins import (
+    PluginLoadError,
+    call_each,
+    disabled_from_env,
+    hook_names,
+    known_plugin_names,
+    list_plugins,
+    make_plugin_manager,
+)
 from rmcore.queries import PERSON_COLUMNS
 from rmcore.store import EventFilter, StoreError
 from rmcore.transfer import export_log, import_log
@@ -46,7 +55,7 @@ from rmcore.when import (
     to_utc,
 )
 
-USER_ERRORS = (DomainError, WhenError, DatabaseError, StoreError, DecodeError)
+USER_ERRORS = (DomainError, WhenError, DatabaseError, StoreError, DecodeError, PluginLoadError)
 
 
 class RmcoreGroup(click.Group):
@@ -177,6 +186,8 @@ pass_app = click.make_pass_decorator(App)
 @click.pass_context
 def cli(ctx: click.Context, db_path: str, program: str, actor: str | None, disable_plugin):
     """Run reverse-mentoring programs from an append-only, auditable event log."""
+    if PLUGIN_ERROR and not disable_plugin:
+        raise click.ClickException(PLUGIN_ERROR)
     known = known_plugin_names()
     for names, hint in ((disable_plugin, "--disable-plugin"), (disabled_from_env(), None)):
         unknown = set(names) - known
@@ -649,14 +660,19 @@ def summarise(data: dict[str, Any], width: int = 70) -> str:
 
 
 @cli.command()
+@click.option("--hook", metavar="NAME", help="Only plugins implementing this hook.")
 @format_option
 @pass_app
-def plugins(app: App, fmt: str | None) -> None:
+def plugins(app: App, hook: str | None, fmt: str | None) -> None:
     """List installed plugins, their versions and the hooks they implement."""
     pm = PLUGIN_MANAGER
     if app.disabled:
         pm = make_plugin_manager([*disabled_from_env(), *app.disabled])
-    rows = list_plugins(pm)
+    if hook is not None and hook not in hook_names():
+        raise click.BadParameter(
+            f"{hook} is not a hook; the hooks are {', '.join(hook_names())}", param_hint="--hook"
+        )
+    rows = [row for row in list_plugins(pm) if hook is None or hook in row["hooks"]]
     write_rows(rows, ("name", "version", "hooks"), fmt)
 
 
@@ -781,5 +797,15 @@ def main() -> None:
     cli(prog_name="rmcore")
 
 
-PLUGIN_MANAGER = make_plugin_manager(disabled_from_env())
-PLUGIN_MANAGER.hook.rmcore_register_commands(cli=cli)
+def _load_plugins() -> tuple[pluggy.PluginManager, str | None]:
+    """The plugin manager and the commands plugins add; a broken plugin is kept as a message
+    that every command then prints (exit 1), instead of a traceback at import."""
+    try:
+        pm = make_plugin_manager(disabled_from_env())
+        call_each(pm, "rmcore_register_commands", cli=cli)
+    except PluginLoadError as exc:
+        return make_plugin_manager(load_entry_points=False), str(exc)
+    return pm, None
+
+
+PLUGIN_MANAGER, PLUGIN_ERROR = _load_plugins()

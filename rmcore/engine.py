@@ -17,7 +17,7 @@ from rmcore import db, queries
 from rmcore.codec import Codec, canonical_json
 from rmcore.commands import Command, DomainError, decide
 from rmcore.events import Event, EventRegistry
-from rmcore.plugins import make_plugin_manager
+from rmcore.plugins import call_each, make_plugin_manager
 from rmcore.projections import Projector
 from rmcore.store import NewEvent, SQLiteEventStore, StoredEvent, check_envelope_text, utc_now
 
@@ -101,7 +101,7 @@ def command_fingerprint(commands: Sequence[Command]) -> str:
 def build_registry(pm: pluggy.PluginManager) -> EventRegistry:
     """The core event types plus every type plugins register."""
     registry = EventRegistry()
-    pm.hook.rmcore_register_event_types(register=registry.register)
+    call_each(pm, "rmcore_register_event_types", register=registry.register)
     return registry
 
 

@@ -22,20 +22,76 @@ def disabled_from_env() -> list[str]:
     return [name.strip() for name in raw.split(",") if name.strip()]
 
 
+class PluginLoadError(Exception):
+    """An installed plugin cannot be used; the message names it and says why."""
+
+
 def make_plugin_manager(
     disabled: Iterable[str] = (), *, load_entry_points: bool = True
 ) -> pluggy.PluginManager:
-    """A fresh manager with the hookspecs, entry-point plugins loaded and ``disabled`` blocked."""
+    """A fresh manager with the hookspecs, entry-point plugins loaded and ``disabled`` blocked.
+
+    Raises :class:`PluginLoadError` naming the plugin when one cannot be imported, has a
+    hook with arguments the spec does not offer, or implements a hook that does not exist.
+    """
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
+    pm.rmcore_versions = {}  # plugin name -> distribution version, for `rmcore plugins`
     for name in disabled:
         pm.set_blocked(name)
     if load_entry_points:
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-    pm.check_pending()
+        _load_entry_points(pm)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        name = pm.get_name(exc.plugin) or str(exc.plugin)
+        raise PluginLoadError(
+            f"plugin {name} implements a hook rmcore does not have ({exc}); "
+            "check the hook's spelling against docs/hooks.md"
+        ) from None
     if os.environ.get("RMCORE_TRACE_PLUGINS"):
         _trace(pm)
     return pm
+
+
+def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        name = entry_point.name
+        if pm.is_blocked(name) or pm.has_plugin(name):
+            continue
+        try:
+            plugin = entry_point.load()
+        except Exception as exc:
+            raise PluginLoadError(
+                f"plugin {name} ({entry_point.value}) cannot be imported: "
+                f"{type(exc).__name__}: {exc} (--disable-plugin {name} skips it)"
+            ) from exc
+        try:
+            pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginLoadError(f"plugin {name} is not a valid rmcore plugin: {exc}") from None
+        dist = getattr(entry_point, "dist", None)
+        pm.rmcore_versions[name] = dist.version if dist is not None else None
+
+
+def call_each(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+    """Call every implementation of a hook one by one: ``[(plugin name, result), ...]``.
+
+    An implementation that raises is reported as :class:`PluginLoadError` naming the plugin
+    and the hook, rather than as a bare traceback.
+    """
+    results = []
+    for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
+        if impl.hookwrapper or getattr(impl, "wrapper", False):
+            continue
+        wanted = {arg: kwargs[arg] for arg in impl.argnames}
+        try:
+            results.append((impl.plugin_name, impl.function(**wanted)))
+        except Exception as exc:
+            raise PluginLoadError(
+                f"plugin {impl.plugin_name} failed in {hook_name}: {type(exc).__name__}: {exc}"
+            ) from exc
+    return results
 
 
 def known_plugin_names() -> set[str]:
@@ -45,15 +101,18 @@ def known_plugin_names() -> set[str]:
 
 def list_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
     """Each registered plugin with its version and the hooks it implements."""
-    versions = {
-        plugin: dist.version for plugin, dist in pm.list_plugin_distinfo() if dist is not None
-    }
+    versions = getattr(pm, "rmcore_versions", {})
     result = []
     for plugin in pm.get_plugins():
         name = pm.get_name(plugin)
         hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or ())
-        result.append({"name": name, "version": versions.get(plugin), "hooks": hooks})
+        result.append({"name": name, "version": versions.get(name), "hooks": hooks})
     return sorted(result, key=lambda p: p["name"])
+
+
+def hook_names() -> list[str]:
+    """Every hook rmcore offers."""
+    return sorted(name for name in dir(hookspecs) if name.startswith("rmcore_"))
 
 
 def _trace(pm: pluggy.PluginManager) -> None:

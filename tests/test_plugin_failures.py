@@ -1,0 +1,96 @@
+"""Broken plugins are reported by name, never as a bare traceback, and can be switched off."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+TYPO_PLUGIN = """
+from rmcore import hookimpl
+
+@hookimpl
+def rmcore_kpi(conn, program):  # the hook is rmcore_kpis
+    return []
+"""
+
+IMPORT_FAILS = """
+import a_module_that_does_not_exist
+"""
+
+COMMANDS_FAIL = """
+from rmcore import hookimpl
+
+@hookimpl
+def rmcore_register_commands(cli):
+    raise RuntimeError("cannot reach the licence server")
+"""
+
+
+def install(site: Path, name: str, source: str) -> None:
+    """A module plus a dist-info with an ``rmcore`` entry point: what pip would leave behind."""
+    (site / f"{name}.py").write_text(textwrap.dedent(source))
+    info = site / f"{name}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(f"[rmcore]\n{name} = {name}\n")
+
+
+def rmcore(site: Path, db: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the real CLI with the fake site on the path."""
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("RMCORE_DISABLE_PLUGINS", None)
+    return subprocess.run(
+        [sys.executable, "-m", "rmcore", "--db", str(db), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        (TYPO_PLUGIN, "implements a hook rmcore does not have"),
+        (IMPORT_FAILS, "cannot be imported: ModuleNotFoundError"),
+        (COMMANDS_FAIL, "failed in rmcore_register_commands: RuntimeError"),
+    ],
+)
+def test_a_broken_plugin_stops_every_command_with_its_name(tmp_path, source, expected):
+    """Start-up fails loudly and clearly: exit 1, the plugin named, no traceback."""
+    site = tmp_path / "site"
+    site.mkdir()
+    install(site, "acme_broken", source)
+    result = rmcore(site, tmp_path / "rmcore.db", "init")
+    assert result.returncode == 1
+    assert "acme_broken" in result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "rmcore.db").exists()
+
+
+def test_disabling_the_broken_plugin_lets_commands_run(tmp_path):
+    """--disable-plugin NAME is the way around a plugin that cannot load."""
+    site = tmp_path / "site"
+    site.mkdir()
+    install(site, "acme_broken", TYPO_PLUGIN)
+    result = rmcore(site, tmp_path / "rmcore.db", "--disable-plugin", "acme_broken", "init")
+    assert result.returncode == 0, result.stderr
+    listed = rmcore(site, tmp_path / "rmcore.db", "--disable-plugin", "acme_broken", "plugins")
+    assert listed.returncode == 0
+    assert "acme_broken" not in listed.stdout
+    assert "kpi_basic" in listed.stdout
+
+
+def test_plugins_can_be_filtered_by_hook(run_cli):
+    """--hook keeps only the plugins implementing it; an unknown hook is a usage error."""
+    result = run_cli("plugins", "--hook", "rmcore_kpis", "--format", "json")
+    assert result.exit_code == 0
+    assert [row["name"] for row in json.loads(result.stdout)] == ["kpi_basic"]
+    assert run_cli("plugins", "--hook", "rmcore_nope").exit_code == 2
