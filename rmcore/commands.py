@@ -393,6 +393,16 @@ def decide_update_profile(state: State, cmd: UpdateProfile) -> list[Event]:
             f"{person.person_id} is mentored in an active pair and cannot become a "
             f"{updated.role}; end that pair first"
         )
+    for pair in pairs:
+        other_id = pair.mentee_id if pair.mentor_id == person.person_id else pair.mentor_id
+        other = state.person(other_id)
+        if updated.manager_id == other_id or (
+            other is not None and other.manager_id == person.person_id
+        ):
+            raise DomainError(
+                f"{person.person_id} and {other_id} are paired ({pair.pair_id}) and a pair "
+                "cannot cross a reporting line; end that pair first"
+            )
     if updated.capacity < mentoring:
         raise DomainError(
             f"capacity {updated.capacity} is below the {mentoring} mentee(s) "

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rmcore.delivery import DELIVERY_MIGRATIONS
 from rmcore.projections import PROJECTION_MIGRATIONS
 from rmcore.store import LOG_MIGRATIONS
 
@@ -18,6 +19,7 @@ MigrationSteps = Sequence[tuple[str, Callable[[Any], None]]]
 CORE_MIGRATIONS: dict[str, MigrationSteps] = {
     "rmcore.log": LOG_MIGRATIONS,
     "rmcore.projections": PROJECTION_MIGRATIONS,
+    "rmcore.delivery": DELIVERY_MIGRATIONS,
 }
 BUSY_TIMEOUT_MS = 30_000
 CACHE_KIB = 64 * 1024  # page cache per connection; indexes on pair ids are hit at random

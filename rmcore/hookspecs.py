@@ -11,8 +11,8 @@ hookimpl = pluggy.HookimplMarker("rmcore")
 
 
 @hookspec(firstresult=True)
-def rmcore_match(program, people, pairs, config, score_pair) -> Any:
-    """Propose pairs for the unpaired participants; the first non-None result wins."""
+def rmcore_match(program, people, pairs, config, score_pair, progress) -> Any:
+    """Propose pairs for the unpaired participants as ``{"pairs", "unmatched"}``; first wins."""
 
 
 @hookspec
@@ -21,8 +21,8 @@ def rmcore_score_pair(mentor, mentee, config) -> dict[str, float] | None:
 
 
 @hookspec
-def rmcore_on_event(event, envelope, program, config) -> None:
-    """React to one newly delivered event (notifications); never called by a replay."""
+def rmcore_on_event(event, envelope, program, config, conn, run) -> None:
+    """React to a newly delivered event (never a replay); ``run`` takers get event=None last."""
 
 
 @hookspec

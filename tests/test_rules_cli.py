@@ -500,3 +500,12 @@ def test_a_retry_without_at_is_the_same_command(run_cli, raw_log):
 def test_a_trailing_newline_does_not_slip_through_a_pattern(run_cli, raw_log, args):
     """Ids, addresses and setting keys are matched whole: a newline in them is refused."""
     assert_refused(run_cli, raw_log, args)
+
+
+def test_a_profile_change_that_puts_a_pair_across_a_reporting_line_is_refused(engine):
+    """grace cannot get ada, her active mentor, as manager while their pair runs."""
+    from rmcore.commands import DomainError, UpdateProfile
+
+    change = UpdateProfile(person_id="grace", changes={"manager_id": "ada"}, at="2025-05-01")
+    with pytest.raises(DomainError, match="cannot cross a reporting line"):
+        engine.execute("default", change, actor="hr")
