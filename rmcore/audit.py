@@ -171,12 +171,14 @@ def snapshot(
     out = Path(out)
     if out.exists():
         raise DomainError(f"{out} already exists; point-in-time copies go to a new file")
-    head = engine.store.head()[0]
+    head = full_head = engine.store.head()[0]
     if known_at is not None:
+        # What the log held then: everything before the first event recorded later (events
+        # imported from elsewhere keep their own, older recorded_at).
         row = engine.conn.execute(
-            "SELECT max(position) FROM events WHERE recorded_at <= ?", (known_at,)
+            "SELECT min(position) FROM events WHERE recorded_at > ?", (known_at,)
         ).fetchone()
-        head = row[0] or 0
+        head = full_head if row[0] is None else row[0] - 1
     info = Snapshot("as-of" if as_of else "known-at", as_of or known_at, str(engine.path), head)
     target = db.connect(out, create=True)
     try:
@@ -191,9 +193,12 @@ def snapshot(
     engine.conn.execute("ATTACH DATABASE ? AS snap", (str(out),))
     try:
         engine.conn.execute("BEGIN")
-        engine.conn.execute(
-            "INSERT INTO snap.events SELECT * FROM main.events WHERE position <= ?", (head,)
-        )
+        if head == full_head:  # without WHERE, SQLite copies pages in bulk
+            engine.conn.execute("INSERT INTO snap.events SELECT * FROM main.events")
+        else:
+            engine.conn.execute(
+                "INSERT INTO snap.events SELECT * FROM main.events WHERE position <= ?", (head,)
+            )
         engine.conn.execute("COMMIT")
     finally:
         engine.conn.execute("DETACH DATABASE snap")

@@ -542,6 +542,7 @@ def log(app: App, since, types, streams, from_, to, actor_filter, all_programs, 
         occurred_from=to_utc(from_).strftime(OCCURRED_FORMAT) if from_ else None,
         occurred_to=end_of_day(to) if to else None,
         actor=actor_filter,
+        walk_positions=not all_programs and queries.mostly_program(engine.conn, app.program),
     )
     out = sys.stdout
     try:

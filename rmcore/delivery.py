@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from attrs import define, field
 
 from rmcore.codec import DecodeError
+from rmcore.commands import DomainError
 from rmcore.store import StoredEvent, utc_now
 from rmcore.when import OCCURRED_FORMAT
 
@@ -287,6 +288,20 @@ def _save_checkpoint(
     )
 
 
+def mark_imported(engine: Engine, programs: set[str], head_before: int, head_after: int) -> None:
+    """Treat events brought in by ``import-log`` as already delivered at their source.
+
+    A plugin that had received everything of a program before the import (or had never
+    run for it) moves past the imported events; one that was behind keeps its place and
+    gets them with its pending ones. Runs inside the import's transaction.
+    """
+    for receiver in receivers(engine.pm):
+        for program in programs:
+            position = checkpoint(engine.conn, receiver.name, program)
+            if position is None or position >= head_before:
+                _save_checkpoint(engine.conn, receiver.name, program, head_after)
+
+
 def events_after(conn: sqlite3.Connection, program: str, since: int) -> int:
     """How many events of the program lie after position ``since``."""
     return conn.execute(
@@ -401,6 +416,10 @@ def deliver(
     Each plugin is delivered from its own checkpoint (see the module docstring). A dry
     run does everything inside one transaction and rolls it back.
     """
+    if engine.snapshot is not None:
+        raise DomainError(
+            f"{engine.path} is a point-in-time copy; notifications go out from the live database"
+        )
     report = DeliveryReport(program, dry_run=dry_run)
     run = DeliveryRun(engine, report, now=now or now_text(), dry_run=dry_run, options=options)
     found = receivers(engine.pm)

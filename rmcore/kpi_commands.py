@@ -11,16 +11,22 @@ import click
 
 from rmcore.kpis import GROUP_BY, MIN_GROUP_SIZE, Kpi, KpiError, collect_kpis
 from rmcore.output import format_option, resolve_format, write_rows
+from rmcore.queries import Snapshot
 from rmcore.report import build_report
-from rmcore.when import end_of_day, parse_occurred
+from rmcore.when import OCCURRED_FORMAT, end_of_day, parse_occurred, to_utc
 
 NOT_SET = "(not set)"
 ALL = "(all)"
 
 
-def resolve_as_of(text: str | None) -> str:
-    """``--as-of DATE``: the end of that day (a date-time is kept); no date means now."""
-    return parse_occurred(None) if text is None else end_of_day(text)
+def resolve_as_of(text: str | None, snapshot: Snapshot | None = None) -> str:
+    """``--as-of DATE``: the end of that day (a date-time is kept); no date means now, or in
+    a point-in-time copy the copy's moment."""
+    if text is not None:
+        return end_of_day(text)
+    if snapshot is not None:
+        return to_utc(snapshot.moment).strftime(OCCURRED_FORMAT)
+    return parse_occurred(None)
 
 
 def kpi_row(record: Kpi, fmt: str) -> dict[str, Any]:
@@ -56,7 +62,7 @@ def kpi_row(record: Kpi, fmt: str) -> dict[str, Any]:
 @click.pass_obj
 def kpi(app, as_of: str | None, by: str | None, fmt: str | None) -> None:
     """Show the program's KPIs from every installed KPI plugin."""
-    moment = resolve_as_of(as_of)
+    moment = resolve_as_of(as_of, app.engine().snapshot)
     try:
         records = collect_kpis(app.engine(), app.program, moment, by)
     except KpiError as exc:

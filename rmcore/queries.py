@@ -222,6 +222,15 @@ def snapshot_of(conn: sqlite3.Connection) -> Snapshot | None:
     return Snapshot(*row) if row else None
 
 
+def mostly_program(conn: sqlite3.Connection, program: str, share: float = 0.2) -> bool:
+    """Whether the program holds at least ``share`` of the whole log."""
+    row = conn.execute(
+        "SELECT events, (SELECT max(last_position) FROM programs) FROM programs WHERE program = ?",
+        (program,),
+    ).fetchone()
+    return bool(row and row[1] and row[0] >= share * row[1])
+
+
 def program_position(conn: sqlite3.Connection, program: str) -> int:
     """The position of the program's last event (0 if it has none)."""
     row = conn.execute(

@@ -21,7 +21,9 @@ from attrs import frozen
 
 from rmcore.codec import DecodeError
 from rmcore.commands import DomainError
+from rmcore.delivery import mark_imported
 from rmcore.engine import Engine
+from rmcore.queries import mostly_program
 from rmcore.store import (
     COLUMNS,
     ConcurrencyError,
@@ -66,7 +68,11 @@ def export_log(
         header = {"format": FORMAT, "version": VERSION, "program": program,
                   "exported_at": utc_now(), "source_head": head}  # fmt: skip
         handle.write(json.dumps(header) + "\n")
-        where = EventFilter(program=program, until=head)
+        where = EventFilter(
+            program=program,
+            until=head,
+            walk_positions=program is not None and mostly_program(engine.conn, program),
+        )
         for rows in engine.store.json_lines(where):
             for _, hash_, line in rows:
                 handle.write(line)
@@ -119,6 +125,8 @@ def import_log(
     previous: StoredEvent | None = None
     trailer: dict | None = None
     pending: list[StoredEvent] = []
+    head_before = engine.store.head()[0]
+    programs: set[str] = set()
     with engine.store.transaction():
         engine.projector.catch_up(engine.store)
 
@@ -132,6 +140,7 @@ def import_log(
                 raise TransferError(f"cannot add the events here: {exc}") from None
             engine.projector.apply(stored)
             appended += len(stored)
+            programs.update(event.program for event in stored)
             pending = []
 
         with path.open(encoding="utf-8") as handle:
@@ -189,6 +198,8 @@ def import_log(
                 "added or reordered)"
             )
         flush()
+        if appended:
+            mark_imported(engine, programs, head_before, engine.store.head()[0])
     return ImportSummary(seen, appended, skipped)
 
 

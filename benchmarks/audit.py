@@ -1,0 +1,281 @@
+"""Audit commands on a large log: history, point-in-time replay and log streaming, one run.
+
+    python benchmarks/audit.py                  # 1,000,000 events (several minutes)
+    python benchmarks/audit.py --events 200000
+
+Builds a synthetic program log (benchmarks/synthetic.py) through rmcore's store and
+projector, with ``recorded_at`` advancing batch by batch over the program's year, then
+measures:
+- ``rmcore history`` of one person: the whole command in a fresh process (median of 5)
+  and ``rmcore.history.history`` in-process, for a person and for a pair;
+- ``rmcore replay --known-at`` (and ``--as-of``) into a new file, against a full
+  ``rmcore replay`` of the live read models, both as events folded per second;
+- ``rmcore log`` streamed to a file: events per second and peak memory (RSS) of the
+  process, for the whole log and for its last tenth (flat memory means the same peak),
+  next to raw sqlite3 scanning the same rows and building the same JSON lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from store import PROGRAM, fresh_engine, rate, raw_scan  # noqa: E402
+from synthetic import synthetic_events  # noqa: E402
+
+from rmcore import db as rmcore_db  # noqa: E402
+from rmcore.engine import Engine  # noqa: E402
+from rmcore.history import history  # noqa: E402
+from rmcore.plugins import make_plugin_manager  # noqa: E402
+from rmcore.store import ENVELOPE_JSON_SQL, EventFilter  # noqa: E402
+
+BATCH = 10_000
+RECORDED_START = datetime(2024, 1, 1, 18, tzinfo=timezone.utc)
+RECORDED_SPAN = timedelta(days=400)
+PERSON = "p000001"  # a mentor with one pair; the synthetic log spreads sessions evenly
+
+
+def recorded_at(batch_index: int, batches: int) -> str:
+    """The ``recorded_at`` of one build batch: batches are spread evenly over the span."""
+    moment = RECORDED_START + RECORDED_SPAN * (batch_index / max(1, batches))
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def build(path: Path, total: int) -> float:
+    """Append ``total`` synthetic events with their read models, in batches; seconds taken."""
+    engine = fresh_engine(path)
+    engine.conn.execute("PRAGMA synchronous = NORMAL")
+    batches = -(-total // BATCH)
+    events = synthetic_events(total)
+    started = time.perf_counter()
+    for index in range(batches):
+        chunk = list(itertools.islice(events, BATCH))
+        with engine.store.transaction():
+            stored = engine.store.append(
+                PROGRAM, chunk, actor="bench", recorded_at=recorded_at(index, batches)
+            )
+            engine.projector.apply(stored)
+    engine.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.close()
+    return time.perf_counter() - started
+
+
+def rmcore(db: Path, *args: str, stdout=subprocess.DEVNULL) -> float:
+    """Run one rmcore command in a fresh process; wall-clock seconds."""
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "rmcore", "--db", str(db), "--program", PROGRAM, *args],
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        check=True,
+    )
+    return time.perf_counter() - started
+
+
+def median_of(runs: int, measure) -> float:
+    """The median of ``runs`` measurements."""
+    return statistics.median(measure() for _ in range(runs))
+
+
+def bench_history(db: Path) -> None:
+    """``rmcore history`` of one person and one pair: a fresh process and in-process."""
+    engine = Engine.open(db, pm=make_plugin_manager(load_entry_points=False))
+    pair = engine.conn.execute(
+        "SELECT pair_id FROM pairs WHERE program = ? AND mentor_id = ?", (PROGRAM, PERSON)
+    ).fetchone()[0]
+    print("\nHistory of one entity (median of 5):")
+    for entity in (PERSON, pair):
+        count = len(list(history(engine, PROGRAM, entity)))
+
+        def in_process(entity=entity) -> float:
+            started = time.perf_counter()
+            list(history(engine, PROGRAM, entity))
+            return time.perf_counter() - started
+
+        inner = median_of(5, in_process)
+        argv = ("history", entity, "--format", "json")
+        whole = median_of(5, lambda argv=argv: rmcore(db, *argv))
+        print(f"  {entity:<16} {count:>5} events   rmcore.history.history {inner * 1000:7.1f} ms"
+              f"   `rmcore history` process {whole * 1000:7.0f} ms")  # fmt: skip
+    engine.close()
+    startup = median_of(5, lambda: rmcore(db, "--version"))
+    print(f"  (`rmcore --version`, the cost of starting a process: {startup * 1000:.0f} ms)")
+
+
+def bench_replay(db: Path, workdir: Path, total: int) -> None:
+    """Point-in-time copies against a full replay of the live read models."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    last = conn.execute("SELECT max(recorded_at) FROM events").fetchone()[0]
+    middle_position = total // 2
+    middle, occurred = conn.execute(
+        "SELECT recorded_at, occurred_at FROM events WHERE position = ?", (middle_position,)
+    ).fetchone()
+    known_half = conn.execute(
+        "SELECT count(*) FROM events WHERE recorded_at <= ?", (middle,)
+    ).fetchone()[0]
+    as_of_day = occurred[:10]
+    as_of_count = conn.execute(
+        "SELECT count(*) FROM events WHERE occurred_at <= ?", (f"{as_of_day}T23:59:59Z",)
+    ).fetchone()[0]
+    conn.close()
+
+    full = rmcore(db, "replay")
+    runs = [
+        ("rmcore replay (live read models)", total, full),
+        ("replay --known-at <last recording>", total,
+         rmcore(db, "replay", "--known-at", last, "--out", str(workdir / "known-all.db"))),
+        ("replay --known-at <half way>", known_half,
+         rmcore(db, "replay", "--known-at", middle, "--out", str(workdir / "known-half.db"))),
+        (f"replay --as-of {as_of_day}", as_of_count,
+         rmcore(db, "replay", "--as-of", as_of_day, "--out", str(workdir / "as-of.db"))),
+    ]  # fmt: skip
+    print("\nReplay (whole command in a fresh process; events folded into the read models):")
+    print(f"  {'command':<46} {'events':>10} {'seconds':>8} {'events/s':>11}")
+    for label, count, seconds in runs:
+        ratio = f"  ({rate(count, seconds) / rate(total, full):.2f}x full replay)"
+        print(f"  {label:<46} {count:>10,} {seconds:>8.1f} {rate(count, seconds):>11,.0f}{ratio}")
+    copied = raw_copy(db, workdir / "raw-copy.db")
+    label = "raw sqlite3: copy the log rows to a new file"
+    print(f"  {label:<46} {total:>10,} {total / copied:>8.1f} {copied:>11,.0f}"
+          "  (the copy alone)")  # fmt: skip
+    print("  (--as-of copies the whole log and folds what had happened by that day;")
+    print("   --known-at copies and folds the events recorded by that moment)")
+
+
+def raw_copy(db: Path, out: Path) -> float:
+    """Raw sqlite3 copying every log row into a new rmcore file, as a point-in-time copy
+    does before folding; events per second."""
+    conn = rmcore_db.connect(out, create=True)
+    rmcore_db.migrate(conn)
+    conn.execute("ATTACH DATABASE ? AS live", (f"file:{db}?mode=ro",))
+    started = time.perf_counter()
+    conn.execute("BEGIN")
+    count = conn.execute("INSERT INTO main.events SELECT * FROM live.events").rowcount
+    conn.execute("COMMIT")
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return rate(count, elapsed)
+
+
+def streamed(db: Path, out: Path, *args: str) -> tuple[float, float]:
+    """``rmcore log`` into a file in a child process: (seconds, peak RSS in MB)."""
+    started = time.perf_counter()
+    with out.open("wb") as handle:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "rmcore", "--db", str(db), "--program", PROGRAM, "log", *args],
+            stdout=handle,
+        )
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    seconds = time.perf_counter() - started
+    if child.returncode != 0:
+        raise SystemExit(f"rmcore log failed with exit {child.returncode}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def raw_json_lines(db: Path, out: Path) -> float:
+    """Raw sqlite3 building the same JSON lines and writing them; events per second."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    started = time.perf_counter()
+    count = 0
+    with out.open("w", encoding="utf-8") as handle:
+        cursor = conn.execute(f"SELECT {ENVELOPE_JSON_SQL} FROM events ORDER BY position")
+        while rows := cursor.fetchmany(5000):
+            handle.write("\n".join(row[0] for row in rows))
+            handle.write("\n")
+            count += len(rows)
+    conn.close()
+    return rate(count, time.perf_counter() - started)
+
+
+def count_lines(path: Path) -> int:
+    """Lines in a file."""
+    with path.open("rb") as handle:
+        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+
+
+def bench_log(db: Path, workdir: Path, total: int) -> None:
+    """``rmcore log`` streamed to a file, whole and last tenth, next to raw sqlite3."""
+    scan = raw_scan(db)
+    raw_out = workdir / "raw.jsonl"
+    raw = raw_json_lines(db, raw_out)
+    tenth = total - total // 10
+    print(f"\nLog streaming to a file ({raw_out.stat().st_size / 1e6:,.0f} MB of JSON lines):")
+    print(f"  {'raw sqlite3 scan of every row (no output)':<48} {scan:>10,.0f} events/s")
+    print(f"  {'raw sqlite3 json_object lines to a file':<48} {raw:>10,.0f} events/s")
+    for label, args in (
+        ("rmcore log > file", ()),
+        ("rmcore log --all-programs > file", ("--all-programs",)),
+        (f"rmcore log --since {tenth:,} > file", ("--since", str(tenth))),
+        (f"rmcore log --all-programs --since {tenth:,}", ("--all-programs", "--since", str(tenth))),
+    ):
+        out = workdir / "log.jsonl"
+        seconds, peak = streamed(db, out, *args)
+        lines = count_lines(out)
+        if not args:
+            assert lines == total, f"rmcore log wrote {lines} lines for {total} events"
+            assert out.stat().st_size == raw_out.stat().st_size, "rmcore log and raw JSON differ"
+        print(f"  {label:<48} {rate(lines, seconds):>10,.0f} events/s"
+              f"  ({lines:>9,} events, {rate(lines, seconds) / raw:.2f}x raw JSON)"
+              f"  peak RSS {peak:,.0f} MB")  # fmt: skip
+        out.unlink()
+    engine = Engine.open(db, pm=make_plugin_manager(load_entry_points=False))
+    print("  One --follow poll with nothing new (in-process, median of 5):")
+    for label, program in (("this program", PROGRAM), ("--all-programs", None)):
+        where = EventFilter(since=total, program=program)
+
+        def poll(where=where) -> float:
+            started = time.perf_counter()
+            list(engine.store.json_lines(where))
+            return time.perf_counter() - started
+
+        print(f"    {label:<46} {median_of(5, poll) * 1000:10.1f} ms")
+    engine.close()
+
+
+def main() -> None:
+    """Build the log, run every measurement and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--keep", type=Path, help="keep the databases in this folder")
+    options = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="rmcore-audit-bench-"))
+    try:
+        run(options.events, workdir)
+    finally:
+        if options.keep:
+            options.keep.mkdir(parents=True, exist_ok=True)
+            for item in workdir.iterdir():
+                shutil.move(str(item), options.keep / item.name)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(total: int, workdir: Path) -> None:
+    """The measurements, in one run so every ratio compares like with like."""
+    print(
+        f"rmcore audit benchmark: {total:,} events, Python {sys.version.split()[0]}, "
+        f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs"
+    )
+    db = workdir / "big.db"
+    seconds = build(db, total)
+    print(f"  (built the log and its read models in {seconds:.1f} s, "
+          f"{rate(total, seconds):,.0f} events/s; {db.stat().st_size / 1e6:,.0f} MB)")  # fmt: skip
+    bench_history(db)
+    bench_replay(db, workdir, total)
+    bench_log(db, workdir, total)
+
+
+if __name__ == "__main__":
+    main()
