@@ -15,7 +15,7 @@ import attrs
 import click
 import pluggy
 
-from rmcore import audit, kpi_commands, notify_command, queries
+from rmcore import audit, demo_command, kpi_commands, notify_command, queries
 from rmcore.backup import backup
 from rmcore.codec import DecodeError
 from rmcore.commands import (
@@ -788,6 +788,7 @@ def verify(app: App, print_anchor: bool, against: str | None, deep: bool, chain_
 
 
 cli.add_command(match)
+cli.add_command(demo_command.demo)
 cli.add_command(notify_command.notify)
 cli.add_command(kpi_commands.kpi)
 cli.add_command(kpi_commands.report)
