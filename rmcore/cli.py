@@ -33,6 +33,7 @@ from rmcore.engine import DEFAULT_PROGRAM, Engine, Outcome
 from rmcore.history import history
 from rmcore.importer import ImportRefused, import_people
 from rmcore.match_command import match
+from rmcore.options import Silent, at_option, idempotency_option, progress_bar
 from rmcore.output import format_option, write_rows
 from rmcore.plugins import (
     PluginLoadError,
@@ -115,22 +116,6 @@ def split_list(value: str | None) -> tuple[str, ...]:
     if not value:
         return ()
     return tuple(item.strip() for item in value.replace(";", ",").split(",") if item.strip())
-
-
-def idempotency_option(func: Callable) -> Callable:
-    """``--idempotency-key``: a retry with the same key appends nothing."""
-    return click.option(
-        "--idempotency-key",
-        default=None,
-        help="A key for this command; a retry with the same key appends nothing and exits 0.",
-    )(func)
-
-
-def at_option(func: Callable) -> Callable:
-    """``--at DATE``: when it happened (ISO 8601); default now."""
-    return click.option(
-        "--at", "at", default=None, metavar="DATE", help="When it happened (ISO 8601); default now."
-    )(func)
 
 
 def report(outcome: Outcome, message: Callable[[Outcome], str]) -> None:
@@ -329,7 +314,7 @@ def join(app: App, person, name, email, role, generation, department, manager, t
 def import_command(app: App, file, ignore_extra, leave_missing, quiet, at, idempotency_key):
     """Import people from an HR export (CSV or JSON lines): all rows or none."""
     engine = app.engine()
-    bar_context = _Silent() if quiet else progress_bar("Importing", _count_lines(file))
+    bar_context = Silent() if quiet else progress_bar("Importing", _count_lines(file))
     with bar_context as bar:
         try:
             result = import_people(
@@ -675,26 +660,6 @@ def plugins(app: App, hook: str | None, fmt: str | None) -> None:
         )
     rows = [row for row in list_plugins(pm) if hook is None or hook in row["hooks"]]
     write_rows(rows, ("name", "version", "hooks"), fmt)
-
-
-class _Silent:
-    """Stands in for a progress bar when stderr is not a terminal."""
-
-    def __enter__(self) -> _Silent:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-    def update(self, steps: int) -> None:
-        """Ignore progress."""
-
-
-def progress_bar(label: str, length: int):
-    """A progress bar on stderr when it is a terminal; silent in scripts and pipes."""
-    if not sys.stderr.isatty():
-        return _Silent()
-    return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True)
 
 
 @cli.command()

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from rmcore import matching
+from rmcore.options import at_option, idempotency_option, progress_bar
 from rmcore.output import format_option, resolve_format, write_rows
 from rmcore.when import parse_occurred
 
@@ -38,26 +39,6 @@ METHODS = {
 }
 
 
-class _MatchCommand(click.Command):
-    """A command that borrows ``--at`` and ``--idempotency-key`` from ``rmcore.cli``.
-
-    ``rmcore.cli`` imports this module before it defines those options, so they are
-    attached the first time click asks for the command's parameters.
-    """
-
-    _borrowed = False
-
-    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
-        """The command's own parameters plus the borrowed ones."""
-        if not self._borrowed:
-            from rmcore import cli
-
-            for decorate in (cli.at_option, cli.idempotency_option):
-                self.params.extend(decorate(lambda: None).__click_params__)
-            self._borrowed = True
-        return super().get_params(ctx)
-
-
 class DelayedProgress:
     """``progress(done, total)`` that shows a bar on a terminal once a second has passed."""
 
@@ -73,8 +54,6 @@ class DelayedProgress:
         if self.bar is None:
             if time.monotonic() - self.started < self.delay:
                 return
-            from rmcore.cli import progress_bar
-
             self.bar = progress_bar(self.label, total).__enter__()
         if done > self.shown:
             self.bar.update(done - self.shown)
@@ -153,7 +132,7 @@ def summary_line(result: matching.MatchResult) -> str:
     return line
 
 
-@click.command(cls=_MatchCommand)
+@click.command()
 @click.option("--apply", "apply_", is_flag=True, help="Record the proposed pairs.")
 @click.option(
     "--strategy",
@@ -162,6 +141,8 @@ def summary_line(result: matching.MatchResult) -> str:
     help="Use the matching strategy of this plugin (default: the first that answers).",
 )
 @format_option
+@at_option
+@idempotency_option
 @click.pass_obj
 def match(app, apply_: bool, strategy: str | None, fmt: str | None, at, idempotency_key) -> None:
     """Propose pairs for the unpaired participants (dry run unless --apply).

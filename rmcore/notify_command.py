@@ -11,6 +11,7 @@ from __future__ import annotations
 import click
 
 from rmcore import delivery, queries
+from rmcore.options import progress_bar
 from rmcore.output import format_option, write_rows
 
 STATUS_COLUMNS = ("program", "plugin", "item", "pending", "sent", "failed", "detail")
@@ -101,8 +102,6 @@ def notify(
 
 
 def _deliver(engine, program: str, dry_run: bool, from_now: bool, options: dict):
-    from rmcore.cli import progress_bar  # cli imports this module
-
     with progress_bar("Delivering", delivery.pending_events(engine, program)) as bar:
         return delivery.deliver(
             engine,
