@@ -15,6 +15,7 @@ Decisions recorded here (where DESIGN.md is silent):
 from __future__ import annotations
 
 import functools
+import json
 import re
 import zoneinfo
 from collections.abc import Callable
@@ -578,6 +579,12 @@ def decide_leave(state: State, cmd: Leave) -> list[Event]:
             )
     for pair in active:
         _not_before_activity(state, pair, cmd.at, "leaving")
+    for pair in state.pairs_of(person.person_id):
+        if pair.ended_at is not None and cmd.at < pair.ended_at:
+            raise DomainError(
+                f"leaving is dated {cmd.at[:10]}, not before the end of one of their pairs "
+                f"({pair.pair_id} ended {pair.ended_at[:10]})"
+            )
     events: list[Event] = [
         PairEnded(pair_id=pair.pair_id, reason=f"{person.person_id} left") for pair in active
     ]
@@ -599,7 +606,9 @@ def decide_config(state: State, cmd: SetConfig) -> list[Event]:
         )
     if isinstance(cmd.value, str):
         check_text("value", cmd.value, limit=2000)
-    if state.config(cmd.key) == cmd.value:
+    current = state.config(cmd.key)
+    # Compared as JSON: in Python False == 0 and 1 == 1.0, but they are different settings.
+    if json.dumps(current, sort_keys=True) == json.dumps(cmd.value, sort_keys=True):
         return []
     return [Configured(key=cmd.key, value=cmd.value)]
 

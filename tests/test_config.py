@@ -158,3 +158,12 @@ def test_setting_null_is_refused_in_favour_of_unset(run_cli, raw_log):
     assert result.exit_code == 1
     assert "config unset matching_skills.min_score" in result.stderr
     assert raw_log.count() == before
+
+
+def test_changing_a_setting_from_false_to_zero_is_recorded(run_cli, raw_log):
+    """false and 0 are different JSON values even though Python calls them equal."""
+    assert run_cli("config", "set", "matching_skills.min_score", "false").exit_code == 0
+    before = raw_log.count()
+    assert run_cli("config", "set", "matching_skills.min_score", "0").exit_code == 0
+    assert raw_log.count() == before + 1
+    assert run_cli("config", "get", "matching_skills.min_score").stdout.strip() == "0"
