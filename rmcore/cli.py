@@ -31,9 +31,9 @@ from rmcore.commands import (
 from rmcore.db import DatabaseError
 from rmcore.engine import DEFAULT_PROGRAM, Engine, Outcome
 from rmcore.history import history
-from rmcore.importer import ImportRefused, import_people
+from rmcore.import_command import import_command
 from rmcore.match_command import match
-from rmcore.options import Silent, at_option, idempotency_option, progress_bar
+from rmcore.options import at_option, count_lines, idempotency_option, progress_bar
 from rmcore.output import format_option, write_rows
 from rmcore.plugins import (
     PluginLoadError,
@@ -301,51 +301,6 @@ def join(app: App, person, name, email, role, generation, department, manager, t
     report(outcome, lambda o: f"{person} joined {app.program} ({positions(o)})")
 
 
-@cli.command("import")
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--ignore-extra", is_flag=True, help="Skip columns rmcore does not know.")
-@click.option(
-    "--leave-missing", is_flag=True, help="Active people absent from the file leave the program."
-)
-@click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
-@at_option
-@idempotency_option
-@pass_app
-def import_command(app: App, file, ignore_extra, leave_missing, quiet, at, idempotency_key):
-    """Import people from an HR export (CSV or JSON lines): all rows or none."""
-    engine = app.engine()
-    bar_context = Silent() if quiet else progress_bar("Importing", _count_lines(file))
-    with bar_context as bar:
-        try:
-            result = import_people(
-                engine,
-                app.program,
-                file,
-                actor=app.actor,
-                at=at,
-                ignore_extra=ignore_extra,
-                leave_missing=leave_missing,
-                idempotency_key=idempotency_key,
-                progress=bar.update,
-            )
-        except ImportRefused as exc:
-            raise click.ClickException(str(exc)) from None
-    if not quiet:
-        click.echo(
-            f"Imported {result.rows} rows: {result.joined} joined, {result.updated} updated, "
-            f"{result.unchanged} unchanged, {result.left} left ({result.events} events)."
-        )
-
-
-def _count_lines(path: str) -> int:
-    """Lines in the file, for the progress bar (0 if it cannot be read)."""
-    try:
-        with open(path, "rb") as handle:
-            return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
-    except OSError:
-        return 0
-
-
 @cli.command()
 @click.argument("mentor")
 @click.argument("mentee")
@@ -570,7 +525,7 @@ def export_command(app: App, out: str, all_programs: bool) -> None:
 def import_log_command(app: App, file: str) -> None:
     """Append the events of an export to this database, verifying them; all or nothing."""
     engine = app.engine()
-    with progress_bar("Importing", _count_lines(file)) as bar:
+    with progress_bar("Importing", count_lines(file)) as bar:
         summary = import_log(engine, file, progress=bar.update)
     click.echo(
         f"Read {summary.events} events: {summary.appended} appended, "
@@ -753,6 +708,7 @@ def verify(app: App, print_anchor: bool, against: str | None, deep: bool, chain_
 
 
 cli.add_command(match)
+cli.add_command(import_command)
 cli.add_command(demo_command.demo)
 cli.add_command(notify_command.notify)
 cli.add_command(kpi_commands.kpi)

@@ -42,3 +42,12 @@ def progress_bar(label: str, length: int):
     if not sys.stderr.isatty():
         return Silent()
     return click.progressbar(length=length, label=label, file=sys.stderr, show_pos=True)
+
+
+def count_lines(path: str) -> int:
+    """Lines in the file, for a progress bar (0 if it cannot be read)."""
+    try:
+        with open(path, "rb") as handle:
+            return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
+    except OSError:
+        return 0
