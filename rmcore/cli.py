@@ -1,36 +1,23 @@
-"""The ``rmcore`` command line: parse, call the engine, print. Exit 0 ok, 1 refused, 2 usage."""
+"""The ``rmcore`` command line: parse, call the engine, print. Exit 0 ok, 1 refused, 2 usage.
+
+Start-up imports only click, pluggy and the plugins' entry points: every command imports
+the engine and what else it needs when it runs, so ``rmcore --help`` stays quick.
+"""
 
 from __future__ import annotations
 
 import getpass
 import json
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import attrs
 import click
 import pluggy
 
-from rmcore import audit, demo_command, kpi_commands, notify_command, queries
-from rmcore.backup import backup
-from rmcore.codec import DecodeError
-from rmcore.commands import (
-    DomainError,
-    EndPair,
-    GiveFeedback,
-    Join,
-    Leave,
-    MakePair,
-    RecordSession,
-    SetConfig,
-)
-from rmcore.db import DatabaseError
-from rmcore.engine import DEFAULT_PROGRAM, Engine, Outcome
-from rmcore.history import history
+from rmcore import demo_command, kpi_commands, notify_command
+from rmcore.constants import DEFAULT_PROGRAM
 from rmcore.import_command import import_command
 from rmcore.match_command import match
 from rmcore.options import at_option, count_lines, idempotency_option, progress_bar
@@ -44,19 +31,23 @@ from rmcore.plugins import (
     list_plugins,
     make_plugin_manager,
 )
-from rmcore.queries import PERSON_COLUMNS
-from rmcore.store import EventFilter, StoreError
-from rmcore.transfer import export_log, import_log
-from rmcore.when import (
-    OCCURRED_FORMAT,
-    WhenError,
-    end_of_day,
-    parse_occurred,
-    recorded_cut,
-    to_utc,
-)
+from rmcore.when import WhenError, end_of_day, parse_occurred, recorded_cut
 
-USER_ERRORS = (DomainError, WhenError, DatabaseError, StoreError, DecodeError, PluginLoadError)
+if TYPE_CHECKING:
+    from rmcore.engine import Engine, Outcome
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that are a user's mistake or a refusal: a message and exit 1."""
+    import sqlite3
+
+    from rmcore.codec import DecodeError
+    from rmcore.commands import DomainError
+    from rmcore.db import DatabaseError
+    from rmcore.store import StoreError
+
+    return (DomainError, WhenError, DatabaseError, StoreError, DecodeError, PluginLoadError,
+            sqlite3.DatabaseError)  # fmt: skip
 
 
 class RmcoreGroup(click.Group):
@@ -66,10 +57,16 @@ class RmcoreGroup(click.Group):
         """Run the subcommand, translating user-facing errors."""
         try:
             return super().invoke(ctx)
-        except USER_ERRORS as exc:
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if not isinstance(exc, user_errors()):
+                raise
+            import sqlite3
+
+            if isinstance(exc, sqlite3.DatabaseError):
+                raise click.ClickException(f"database error: {exc}") from None
             raise click.ClickException(str(exc)) from None
-        except sqlite3.DatabaseError as exc:
-            raise click.ClickException(f"database error: {exc}") from None
 
 
 class App:
@@ -84,6 +81,8 @@ class App:
 
     def engine(self, *, create: bool = False) -> Engine:
         """The engine on ``--db``, opened once per invocation."""
+        from rmcore.engine import Engine
+
         if self._engine is None:
             pm = PLUGIN_MANAGER
             if self.disabled:
@@ -199,6 +198,8 @@ def init(app: App) -> None:
 @pass_app
 def programs_command(app: App, fmt: str | None) -> None:
     """List the programs in this database."""
+    from rmcore import queries
+
     rows = queries.programs(app.engine().conn)
     write_rows(rows, ("program", "events", "started_at", "active_people", "active_pairs"), fmt)
 
@@ -224,9 +225,11 @@ def parse_value(raw: str) -> Any:
 @pass_app
 def config_set(app: App, key: str, value: str, at: str | None, idempotency_key: str | None):
     """Set KEY to VALUE (parsed as JSON when it is JSON, else kept as text)."""
+    from rmcore.commands import SetConfig
+
     parsed = parse_value(value)
     if parsed is None:
-        raise DomainError(f"null would remove {key}; use `rmcore config unset {key}`")
+        raise click.ClickException(f"null would remove {key}; use `rmcore config unset {key}`")
     outcome = app.run(SetConfig(key=key, value=parsed, at=parse_occurred(at)), idempotency_key)
     report(outcome, lambda o: f"{key} = {json.dumps(parsed)} ({positions(o)})")
 
@@ -238,8 +241,11 @@ def config_set(app: App, key: str, value: str, at: str | None, idempotency_key: 
 @pass_app
 def config_unset(app: App, key: str, at: str | None, idempotency_key: str | None):
     """Remove KEY, so plugins fall back to their defaults."""
+    from rmcore import queries
+    from rmcore.commands import SetConfig
+
     if queries.SqlState(app.engine().conn, app.program).config(key) is None:
-        raise DomainError(f"{key} is not set in program {app.program}")
+        raise click.ClickException(f"{key} is not set in program {app.program}")
     outcome = app.run(SetConfig(key=key, value=None, at=parse_occurred(at)), idempotency_key)
     report(outcome, lambda o: f"{key} removed ({positions(o)})")
 
@@ -249,9 +255,11 @@ def config_unset(app: App, key: str, at: str | None, idempotency_key: str | None
 @pass_app
 def config_get(app: App, key: str) -> None:
     """Print the current value of KEY as JSON (exit 1 if it is not set)."""
+    from rmcore import queries
+
     value = queries.SqlState(app.engine().conn, app.program).config(key)
     if value is None:
-        raise DomainError(f"{key} is not set in program {app.program}")
+        raise click.ClickException(f"{key} is not set in program {app.program}")
     click.echo(json.dumps(value, ensure_ascii=False))
 
 
@@ -260,6 +268,8 @@ def config_get(app: App, key: str) -> None:
 @pass_app
 def config_list(app: App, fmt: str | None) -> None:
     """List the program's current settings."""
+    from rmcore import queries
+
     write_rows(queries.config_rows(app.engine().conn, app.program), ("key", "value", "set_at"), fmt)
 
 
@@ -282,6 +292,8 @@ def config_list(app: App, fmt: str | None) -> None:
 def join(app: App, person, name, email, role, generation, department, manager, timezone,
          offers, seeks, goals, capacity, at, idempotency_key) -> None:  # fmt: skip
     """PERSON joins the program."""
+    from rmcore.commands import Join
+
     command = Join(
         person_id=person,
         name=name,
@@ -310,6 +322,8 @@ def join(app: App, person, name, email, role, generation, department, manager, t
 @pass_app
 def pair(app: App, mentor, mentee, goals, at, idempotency_key) -> None:
     """Pair MENTOR with MENTEE by hand."""
+    from rmcore.commands import MakePair
+
     command = MakePair(mentor_id=mentor, mentee_id=mentee, goals=goals, at=parse_occurred(at))
     outcome = app.run(command, idempotency_key)
     report(
@@ -331,6 +345,8 @@ def pair(app: App, mentor, mentee, goals, at, idempotency_key) -> None:
 @pass_app
 def session(app: App, pair_id, minutes, topics, mode, at, idempotency_key) -> None:
     """PAIR held a session."""
+    from rmcore.commands import RecordSession
+
     command = RecordSession(
         pair_id=pair_id, minutes=minutes, topics=topics, mode=mode, at=parse_occurred(at)
     )
@@ -351,6 +367,8 @@ def session(app: App, pair_id, minutes, topics, mode, at, idempotency_key) -> No
 def feedback(app: App, pair_id, by, rating, fresh_perspective, gained, comment, at,
              idempotency_key) -> None:  # fmt: skip
     """A member of PAIR gives feedback."""
+    from rmcore.commands import GiveFeedback
+
     command = GiveFeedback(
         pair_id=pair_id,
         by=by,
@@ -372,6 +390,8 @@ def feedback(app: App, pair_id, by, rating, fresh_perspective, gained, comment, 
 @pass_app
 def end_pair(app: App, pair_id, reason, at, idempotency_key) -> None:
     """End PAIR."""
+    from rmcore.commands import EndPair
+
     outcome = app.run(
         EndPair(pair_id=pair_id, reason=reason, at=parse_occurred(at)), idempotency_key
     )
@@ -386,6 +406,8 @@ def end_pair(app: App, pair_id, reason, at, idempotency_key) -> None:
 @pass_app
 def leave(app: App, person, reason, at, idempotency_key) -> None:
     """PERSON leaves the program; their active pairs end with them."""
+    from rmcore.commands import Leave
+
     outcome = app.run(
         Leave(person_id=person, reason=reason, at=parse_occurred(at)), idempotency_key
     )
@@ -409,12 +431,14 @@ def leave(app: App, person, reason, at, idempotency_key) -> None:
 @pass_app
 def people(app: App, status: str, fmt: str | None) -> None:
     """List the program's participants."""
+    from rmcore import queries
+
     found = queries.people(
         app.engine().conn, app.program, status=None if status == "all" else status
     )
     write_rows(
         (person_row(p) for p in found),
-        PERSON_COLUMNS,
+        queries.PERSON_COLUMNS,
         fmt,
         table_columns=(
             "person_id", "name", "role", "generation", "department", "manager_id",
@@ -425,6 +449,8 @@ def people(app: App, status: str, fmt: str | None) -> None:
 
 def person_row(person) -> dict[str, Any]:
     """A Person as a flat dict for output."""
+    from rmcore.queries import PERSON_COLUMNS
+
     return {name: getattr(person, name) for name in PERSON_COLUMNS}
 
 
@@ -440,6 +466,8 @@ def person_row(person) -> dict[str, Any]:
 @pass_app
 def pairs(app: App, status: str, fmt: str | None) -> None:
     """List the program's pairs with their session counts."""
+    from rmcore import queries
+
     rows = queries.pair_rows(
         app.engine().conn, app.program, status=None if status == "all" else status
     )
@@ -473,6 +501,12 @@ def pairs(app: App, status: str, fmt: str | None) -> None:
 @pass_app
 def log(app: App, since, types, streams, from_, to, actor_filter, all_programs, follow) -> None:
     """Print events as JSON lines: the full envelope, hash included, ready for jq."""
+    import attrs
+
+    from rmcore import queries
+    from rmcore.store import EventFilter
+    from rmcore.when import OCCURRED_FORMAT, to_utc
+
     engine = app.engine()
     where = EventFilter(
         since=since,
@@ -510,9 +544,14 @@ FOLLOW_POLL_SECONDS = 0.5
 @pass_app
 def export_command(app: App, out: str, all_programs: bool) -> None:
     """Write the program's log to a JSON-lines file that import-log verifies on the way in."""
+    from pathlib import Path
+
+    from rmcore import audit
+    from rmcore.transfer import export_log
+
     engine = app.engine()
     if Path(out).exists():
-        raise DomainError(f"{out} already exists; export to a new file")
+        raise click.ClickException(f"{out} already exists; export to a new file")
     with progress_bar("Exporting", audit.event_count(engine)) as bar:
         count = export_log(engine, out, program=None if all_programs else app.program,
                            progress=bar.update)  # fmt: skip
@@ -524,6 +563,8 @@ def export_command(app: App, out: str, all_programs: bool) -> None:
 @pass_app
 def import_log_command(app: App, file: str) -> None:
     """Append the events of an export to this database, verifying them; all or nothing."""
+    from rmcore.transfer import import_log
+
     engine = app.engine()
     with progress_bar("Importing", count_lines(file)) as bar:
         summary = import_log(engine, file, progress=bar.update)
@@ -538,6 +579,10 @@ def import_log_command(app: App, file: str) -> None:
 @pass_app
 def backup_command(app: App, out: str) -> None:
     """Copy the database to a new file while others keep working; the copy is verified."""
+    from rmcore import audit
+    from rmcore.backup import backup
+    from rmcore.engine import Engine
+
     engine = app.engine()
     bar_state: dict[str, Any] = {}
     with progress_bar("Backing up", 100) as bar:
@@ -563,6 +608,8 @@ def backup_command(app: App, out: str) -> None:
 @pass_app
 def history_command(app: App, entity: str, fmt: str | None) -> None:
     """Everything that happened to one person or pair, in order, with who recorded it."""
+    from rmcore.history import history
+
     rows = (
         {
             "position": e.position,
@@ -630,6 +677,8 @@ def plugins(app: App, hook: str | None, fmt: str | None) -> None:
 def replay(app: App, check: bool, as_of: str | None, known_at: str | None, out: str | None):
     """Rebuild the read models from the log; --check compares with the live ones; --as-of or
     --known-at write a past moment to a separate, read-only database."""
+    from rmcore import audit
+
     engine = app.engine()
     total = audit.event_count(engine)
     if as_of or known_at:
@@ -676,6 +725,8 @@ def replay(app: App, check: bool, as_of: str | None, known_at: str | None, out: 
 def verify(app: App, print_anchor: bool, against: str | None, deep: bool, chain_only: bool):
     """Check the hash chain, positions, stream versions and payloads; exit 1 at the first
     bad position."""
+    from rmcore import audit
+
     anchor = None
     if against:
         try:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from rmcore.commands import DomainError
-from rmcore.engine import Engine
+if TYPE_CHECKING:
+    from rmcore.engine import Engine
 
 NEXT_STEPS = (
     ("rmcore --db {db} people", "who takes part"),
@@ -42,7 +43,7 @@ def demo(app, people: int, months: int, seed: int, force: bool) -> None:
     export = db.with_name(f"{db.stem}-people.csv")
     existing = [p for p in (db, export) if p.exists()]
     if existing and not force:
-        raise DomainError(
+        raise click.ClickException(
             f"{', '.join(map(str, existing))} already exist(s); the demo builds a fresh "
             "database (use --force to replace it, or --db to choose another file)"
         )

@@ -21,8 +21,6 @@ from rmcore.plugins import call_each, make_plugin_manager
 from rmcore.projections import Projector
 from rmcore.store import NewEvent, SQLiteEventStore, StoredEvent, check_envelope_text, utc_now
 
-DEFAULT_PROGRAM = "default"
-
 
 @frozen
 class Outcome:

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from rmcore.kpis import GROUP_BY, MIN_GROUP_SIZE, Kpi, KpiError, collect_kpis
+from rmcore.constants import GROUP_BY, MIN_GROUP_SIZE
 from rmcore.output import format_option, resolve_format, write_rows
-from rmcore.queries import Snapshot
-from rmcore.report import build_report
 from rmcore.when import OCCURRED_FORMAT, end_of_day, parse_occurred, to_utc
+
+if TYPE_CHECKING:
+    from rmcore.kpis import Kpi
+    from rmcore.queries import Snapshot
 
 NOT_SET = "(not set)"
 ALL = "(all)"
@@ -62,6 +63,8 @@ def kpi_row(record: Kpi, fmt: str) -> dict[str, Any]:
 @click.pass_obj
 def kpi(app, as_of: str | None, by: str | None, fmt: str | None) -> None:
     """Show the program's KPIs from every installed KPI plugin."""
+    from rmcore.kpis import KpiError, collect_kpis
+
     moment = resolve_as_of(as_of, app.engine().snapshot)
     try:
         records = collect_kpis(app.engine(), app.program, moment, by)
@@ -116,6 +119,11 @@ def pivot(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
 @click.pass_obj
 def report(app, out: str, start: str | None, end: str | None) -> None:
     """Write a self-contained HTML report of the program's KPIs."""
+    import tempfile
+
+    from rmcore.kpis import KpiError
+    from rmcore.report import build_report
+
     try:
         html = build_report(app.engine(), app.program, start=start, end=end)
     except KpiError as exc:

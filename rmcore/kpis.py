@@ -28,14 +28,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from attrs import frozen
 
+from rmcore.constants import GROUP_BY, MIN_GROUP_SIZE
+
 if TYPE_CHECKING:
     from rmcore.engine import Engine
-
-GROUP_BY: dict[str, str] = {"generation": "generation", "department": "department"}
-"""The ``--by`` dimensions and the ``people`` column each one groups on."""
-
-MIN_GROUP_SIZE = 5
-"""Groups with fewer people than this are suppressed, so no one can be singled out."""
 
 HOOK = "rmcore_kpis"
 

@@ -6,14 +6,16 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from rmcore import matching
 from rmcore.options import at_option, idempotency_option, progress_bar
 from rmcore.output import format_option, resolve_format, write_rows
 from rmcore.when import parse_occurred
+
+if TYPE_CHECKING:
+    from rmcore import matching
 
 PROGRESS_DELAY = 1.0  # seconds before a progress bar appears on a terminal
 PAIR_COLUMNS = ("mentor", "mentee", "score", "mentor_teaches", "mentee_teaches", "terms")
@@ -152,6 +154,8 @@ def match(app, apply_: bool, strategy: str | None, fmt: str | None, at, idempote
     pairs are recorded as `paired` events in one transaction, refused as a whole if
     the program changed while they were computed.
     """
+    from rmcore import matching
+
     engine = app.engine()
     installed = matching.strategies(engine.pm)
     if strategy is not None and strategy not in installed:
@@ -185,6 +189,8 @@ def match(app, apply_: bool, strategy: str | None, fmt: str | None, at, idempote
 
 def _record(engine, app, result: matching.MatchResult, occurred: str, key: str | None):
     """Apply the proposal, with a progress bar for large batches."""
+    from rmcore import matching
+
     bar = DelayedProgress("Recording pairs")
     total = len(result.proposals)
     done = 0

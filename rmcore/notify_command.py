@@ -8,11 +8,15 @@ plugins use (``--smtp``, ``--outbox``) reach them as ``run.options``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from rmcore import delivery, queries
 from rmcore.options import progress_bar
 from rmcore.output import format_option, write_rows
+
+if TYPE_CHECKING:
+    from rmcore import delivery
 
 STATUS_COLUMNS = ("program", "plugin", "item", "pending", "sent", "failed", "detail")
 
@@ -70,6 +74,8 @@ def notify(
     and `rmcore replay` never sends it again. Exit 1 if any plugin failed; the next run
     retries only what was not done.
     """
+    from rmcore import delivery, queries
+
     if outbox and not dry_run:
         raise click.UsageError("--outbox only goes with --dry-run")
     if show_status and (dry_run or from_now):
@@ -102,6 +108,8 @@ def notify(
 
 
 def _deliver(engine, program: str, dry_run: bool, from_now: bool, options: dict):
+    from rmcore import delivery
+
     with progress_bar("Delivering", delivery.pending_events(engine, program)) as bar:
         return delivery.deliver(
             engine,

@@ -36,7 +36,7 @@ def make_plugin_manager(
     """
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
-    pm.rmcore_versions = {}  # plugin name -> distribution version, for `rmcore plugins`
+    pm.rmcore_dists = {}  # plugin name -> distribution, whose version `rmcore plugins` shows
     for name in disabled:
         pm.set_blocked(name)
     if load_entry_points:
@@ -70,8 +70,7 @@ def _load_entry_points(pm: pluggy.PluginManager) -> None:
             pm.register(plugin, name=name)
         except pluggy.PluginValidationError as exc:
             raise PluginLoadError(f"plugin {name} is not a valid rmcore plugin: {exc}") from None
-        dist = getattr(entry_point, "dist", None)
-        pm.rmcore_versions[name] = dist.version if dist is not None else None
+        pm.rmcore_dists[name] = getattr(entry_point, "dist", None)
 
 
 def call_each(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
@@ -101,12 +100,15 @@ def known_plugin_names() -> set[str]:
 
 def list_plugins(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
     """Each registered plugin with its version and the hooks it implements."""
-    versions = getattr(pm, "rmcore_versions", {})
+    dists = getattr(pm, "rmcore_dists", {})
     result = []
     for plugin in pm.get_plugins():
         name = pm.get_name(plugin)
         hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or ())
-        result.append({"name": name, "version": versions.get(name), "hooks": hooks})
+        dist = dists.get(name)
+        # Reading the version parses the distribution's metadata: only here, not at start-up.
+        version = dist.version if dist is not None else None
+        result.append({"name": name, "version": version, "hooks": hooks})
     return sorted(result, key=lambda p: p["name"])
 
 

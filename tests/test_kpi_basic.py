@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from rmcore_plugins.kpi_basic import skill_key
+from rmcore_plugins.kpi_basic.standard import skill_key
 
 from rmcore.commands import EndPair, GiveFeedback, Join, Leave, MakePair, RecordSession
 from rmcore.engine import Engine
