@@ -32,6 +32,7 @@ from rmcore import queries
 from rmcore.commands import DomainError, MakePair
 from rmcore.engine import Engine, Outcome
 from rmcore.model import Pair, Person
+from rmcore.plugins import PluginLoadError, each_call
 
 HOOK = "rmcore_match"
 SIDES = ("mentor", "mentee", "both")
@@ -106,20 +107,26 @@ def _callers(pm: pluggy.PluginManager, strategy: str | None) -> list[tuple[str, 
 
 def score_pair_caller(pm: pluggy.PluginManager, config: Mapping[str, Any]) -> ScorePair | None:
     """The summed ``rmcore_score_pair`` terms for a pair, or None when no plugin adds any."""
-    hook = pm.hook.rmcore_score_pair
-    if not hook.get_hookimpls():
+    if not pm.hook.rmcore_score_pair.get_hookimpls():
         return None
 
     def score_pair(mentor: Person, mentee: Person) -> dict[str, float]:
-        """Every plugin's terms for this pair, summed by name."""
+        """Every plugin's terms for this pair, summed by name; a failure names its plugin."""
         totals: dict[str, float] = {}
-        for terms in hook(mentor=mentor, mentee=mentee, config=config):
+        arguments = {"mentor": mentor, "mentee": mentee, "config": config}
+        for impl, terms in each_call(pm, "rmcore_score_pair", arguments):
+            if terms is None:
+                continue
+            plugin = impl.plugin_name
             if not isinstance(terms, Mapping):
-                raise MatchError(f"rmcore_score_pair returned {terms!r}, not a mapping of terms")
+                raise MatchError(
+                    f"plugin {plugin}: rmcore_score_pair returned {terms!r}, not a mapping of terms"
+                )
             for name, value in terms.items():
                 if not isinstance(name, str) or not _finite(value):
                     raise MatchError(
-                        f"rmcore_score_pair term {name!r} = {value!r} is not a finite number"
+                        f"plugin {plugin}: rmcore_score_pair term {name!r} = {value!r} is not a "
+                        "finite number"
                     )
                 totals[name] = totals.get(name, 0.0) + float(value)
         return totals
@@ -174,8 +181,14 @@ def propose(
     for name, caller in callers:
         try:
             raw = caller(**arguments)
+        except (MatchError, PluginLoadError):
+            raise  # another plugin's failure inside the strategy, already named
         except ValueError as exc:
             raise MatchError(f"{name}: {exc}") from None
+        except Exception as exc:
+            raise PluginLoadError(
+                f"plugin {name} failed in {HOOK}: {type(exc).__name__}: {exc}"
+            ) from exc
         if raw is not None:
             result = _result(program, name, position, raw)
             check(result, people, pairs)

@@ -6,7 +6,7 @@ import importlib.metadata
 import os
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pluggy
@@ -79,18 +79,32 @@ def call_each(pm: pluggy.PluginManager, hook_name: str, **kwargs: Any) -> list[t
     An implementation that raises is reported as :class:`PluginLoadError` naming the plugin
     and the hook, rather than as a bare traceback.
     """
-    results = []
+    return [(impl.plugin_name, call) for impl, call in each_call(pm, hook_name, kwargs)]
+
+
+def each_call(
+    pm: pluggy.PluginManager, hook_name: str, kwargs: dict[str, Any]
+) -> Iterator[tuple[Any, Any]]:
+    """``(hookimpl, result)`` for each implementation in call order, failures named.
+
+    Plugins are called one at a time, so that a failure names its plugin; with
+    ``RMCORE_TRACE_PLUGINS`` set each call is traced like the calls pluggy makes.
+    """
+    trace = bool(os.environ.get("RMCORE_TRACE_PLUGINS"))
     for impl in reversed(getattr(pm.hook, hook_name).get_hookimpls()):
         if impl.hookwrapper or getattr(impl, "wrapper", False):
             continue
         wanted = {arg: kwargs[arg] for arg in impl.argnames}
+        started = time.perf_counter()
         try:
-            results.append((impl.plugin_name, impl.function(**wanted)))
+            result = impl.function(**wanted)
         except Exception as exc:
             raise PluginLoadError(
                 f"plugin {impl.plugin_name} failed in {hook_name}: {type(exc).__name__}: {exc}"
             ) from exc
-    return results
+        if trace:
+            _print_trace(hook_name, impl.plugin_name, time.perf_counter() - started)
+        yield impl, result
 
 
 def known_plugin_names() -> set[str]:
@@ -124,8 +138,11 @@ def _trace(pm: pluggy.PluginManager) -> None:
         started.append(time.perf_counter())
 
     def after(outcome, hook_name, hook_impls, kwargs):
-        elapsed = (time.perf_counter() - started.pop()) * 1000
         names = ", ".join(impl.plugin_name for impl in hook_impls)
-        print(f"[rmcore] {hook_name} ({names}) {elapsed:.2f} ms", file=sys.stderr)
+        _print_trace(hook_name, names, time.perf_counter() - started.pop())
 
     pm.add_hookcall_monitoring(before, after)
+
+
+def _print_trace(hook_name: str, plugins: str, seconds: float) -> None:
+    print(f"[rmcore] {hook_name} ({plugins}) {seconds * 1000:.2f} ms", file=sys.stderr)

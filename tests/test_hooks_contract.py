@@ -217,11 +217,6 @@ def test_a_strategy_refusing_a_setting_is_reported_by_name(populated_db, run_cli
 
 
 @covers("rmcore_match")
-@pytest.mark.xfail(
-    strict=True,
-    reason="rmcore.matching.propose catches only ValueError from a strategy: any other "
-    "exception reaches the operator as a bare traceback without the plugin's name",
-)
 def test_a_strategy_that_raises_is_reported_by_name_and_hook(populated_db, run_cli, raw_log):
     before = raw_log.count()
     with in_the_cli("acme_broken", RaisingStrategy(RuntimeError("solver crashed"))):
@@ -294,11 +289,6 @@ class RaisingTerms(Raising):
 
 
 @covers("rmcore_score_pair")
-@pytest.mark.xfail(
-    strict=True,
-    reason="rmcore.matching.score_pair_caller lets a plugin's exception through: "
-    "`rmcore match` ends in a bare traceback without the plugin's name",
-)
 def test_a_score_term_that_raises_is_reported_by_name_and_hook(populated_db, run_cli, raw_log):
     before = raw_log.count()
     with in_the_cli("acme_broken", RaisingTerms(RuntimeError("HR system unreachable"))):
@@ -567,5 +557,8 @@ def test_rmcore_trace_plugins_prints_each_hook_call_with_its_timing(populated_db
                     RMCORE_TRACE_PLUGINS="1")  # fmt: skip
     assert traced.returncode == 0, traced.stderr
     assert re.search(r"^\[rmcore\] rmcore_kpis \(kpi_basic\) \d+\.\d\d ms$", traced.stderr, re.M)
+    assert re.search(
+        r"^\[rmcore\] rmcore_register_commands \(notify_email\) \d+\.\d\d ms$", traced.stderr, re.M
+    )
     quiet = rmcore(site, "--db", str(populated_db), "kpi", "--format", "json")
     assert "[rmcore]" not in quiet.stderr

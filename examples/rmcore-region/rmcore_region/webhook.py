@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import urllib.parse
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rmcore import hookimpl
+
+if TYPE_CHECKING:
+    import sqlite3
 
 URL_VARIABLE = "RMCORE_WEBHOOK_URL"
 PERSONAL = {"name", "email", "comment"}  # never posted: nothing to erase downstream
