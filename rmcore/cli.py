@@ -24,8 +24,8 @@ from rmcore.options import at_option, count_lines, idempotency_option, progress_
 from rmcore.output import format_option, write_rows
 from rmcore.plugins import (
     PluginLoadError,
-    call_each,
     disabled_from_env,
+    each_call,
     hook_names,
     known_plugin_names,
     list_plugins,
@@ -180,6 +180,11 @@ def cli(ctx: click.Context, db_path: str, program: str, actor: str | None, disab
                 f"no installed plugin is called {', '.join(sorted(unknown))}",
                 param_hint=hint or "RMCORE_DISABLE_PLUGINS",
             )
+    owner = PLUGIN_COMMANDS.get(ctx.invoked_subcommand or "")
+    if owner in disable_plugin:
+        raise click.UsageError(
+            f"`{ctx.invoked_subcommand}` comes from plugin {owner}, which --disable-plugin blocks"
+        )
     app = App(db_path, program, actor or default_actor(), tuple(disable_plugin))
     ctx.obj = app
     ctx.call_on_close(app.close)
@@ -776,10 +781,16 @@ def _load_plugins() -> tuple[pluggy.PluginManager, str | None]:
     that every command then prints (exit 1), instead of a traceback at import."""
     try:
         pm = make_plugin_manager(disabled_from_env())
-        call_each(pm, "rmcore_register_commands", cli=cli)
+        before = set(cli.commands)
+        for impl, _ in each_call(pm, "rmcore_register_commands", {"cli": cli}):
+            for name in set(cli.commands) - before:
+                PLUGIN_COMMANDS[name] = impl.plugin_name
+            before = set(cli.commands)
     except PluginLoadError as exc:
         return make_plugin_manager(load_entry_points=False), str(exc)
     return pm, None
 
 
+PLUGIN_COMMANDS: dict[str, str] = {}
+"""Each command a plugin added, and the plugin's name."""
 PLUGIN_MANAGER, PLUGIN_ERROR = _load_plugins()

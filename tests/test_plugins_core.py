@@ -153,3 +153,15 @@ def test_a_plugin_with_correct_hooks_passes_check_pending_and_is_listed():
     arguments = {name: None for name in pm.hook.rmcore_kpis.spec.argnames}
     assert pm.hook.rmcore_kpis(**{**arguments, "program": "p"}) == [[("sessions", 1)]]
     assert list_plugins(pm) == [{"name": "house_kpis", "version": None, "hooks": ["rmcore_kpis"]}]
+
+
+def test_a_command_added_by_a_disabled_plugin_is_refused_with_its_plugin_named(run_cli, tmp_path):
+    """--disable-plugin blocks the commands the plugin added, not only its hooks."""
+    folder = tmp_path / "templates"
+    result = run_cli("--disable-plugin", "notify_email", "email-templates", str(folder))
+    assert result.exit_code == 2
+    assert "email-templates" in result.stderr and "notify_email" in result.stderr
+    assert not folder.exists()
+    other = run_cli("--disable-plugin", "kpi_basic", "email-templates", str(folder))
+    assert other.exit_code == 0, other.stderr
+    assert folder.is_dir()
