@@ -14,11 +14,7 @@ fails when a hook has none. The hooks are tested in depth elsewhere as well:
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +22,7 @@ from typing import Any, ClassVar
 
 import pytest
 from attrs import frozen
+from plugin_site import install, rmcore
 
 from rmcore import audit, delivery, hookimpl, matching, queries
 from rmcore.cli import PLUGIN_MANAGER
@@ -444,24 +441,6 @@ def rmcore_register_commands(cli):
         """Greet NAME on behalf of the program."""
         click.echo(f"Hello {name}, from program {app.program}")
 '''
-
-
-def install(site: Path, name: str, source: str) -> None:
-    """A module plus a dist-info with an ``rmcore`` entry point: what pip would leave behind."""
-    (site / f"{name}.py").write_text(textwrap.dedent(source))
-    info = site / f"{name}-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[rmcore]\n{name} = {name}\n")
-
-
-def rmcore(site: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    """The real CLI in a new process, with the fake site on the path."""
-    environment = {**os.environ, "PYTHONPATH": str(site)}
-    environment.pop("RMCORE_DISABLE_PLUGINS", None)
-    environment.update(env)
-    return subprocess.run([sys.executable, "-m", "rmcore", *args], env=environment,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
 
 
 @covers("rmcore_register_commands")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from plugin_site import install
+from plugin_site import rmcore as run_with_plugins
 from test_kpi_basic import PROGRAM, build, join, program_commands
 
 from rmcore.commands import Leave, SetConfig
@@ -239,31 +238,14 @@ def rmcore_kpis(program):
 """
 
 
-def install(site: Path, name: str, source: str) -> None:
-    """A module plus a dist-info with an ``rmcore`` entry point: what pip would leave behind."""
-    (site / f"{name}.py").write_text(textwrap.dedent(source))
-    info = site / f"{name}-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[rmcore]\n{name} = {name}\n")
-
-
 def test_plugins_installed_by_entry_point_show_in_rmcore_kpi(pilot_db, tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     install(site, "acme_sessions", GOOD_PLUGIN)
     install(site, "acme_broken", BROKEN_PLUGIN)
-    env = {**os.environ, "PYTHONPATH": str(site), "RMCORE_PROGRAM": PROGRAM}
-    env.pop("RMCORE_DISABLE_PLUGINS", None)
 
     def rmcore(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "rmcore", "--db", str(pilot_db), *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return run_with_plugins(site, "--db", str(pilot_db), *args, RMCORE_PROGRAM=PROGRAM)
 
     failed = rmcore("kpi", "--as-of", "2025-01-31", "--format", "json")
     assert failed.returncode == 1

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
+from plugin_site import install, rmcore
 
 TYPO_PLUGIN = """
 from rmcore import hookimpl
@@ -32,28 +28,6 @@ def rmcore_register_commands(cli):
 """
 
 
-def install(site: Path, name: str, source: str) -> None:
-    """A module plus a dist-info with an ``rmcore`` entry point: what pip would leave behind."""
-    (site / f"{name}.py").write_text(textwrap.dedent(source))
-    info = site / f"{name}-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text(f"[rmcore]\n{name} = {name}\n")
-
-
-def rmcore(site: Path, db: Path, *args: str) -> subprocess.CompletedProcess:
-    """Run the real CLI with the fake site on the path."""
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    env.pop("RMCORE_DISABLE_PLUGINS", None)
-    return subprocess.run(
-        [sys.executable, "-m", "rmcore", "--db", str(db), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
@@ -67,7 +41,7 @@ def test_a_broken_plugin_stops_every_command_with_its_name(tmp_path, source, exp
     site = tmp_path / "site"
     site.mkdir()
     install(site, "acme_broken", source)
-    result = rmcore(site, tmp_path / "rmcore.db", "init")
+    result = rmcore(site, "--db", str(tmp_path / "rmcore.db"), "init")
     assert result.returncode == 1
     assert "acme_broken" in result.stderr
     assert expected in result.stderr
@@ -80,9 +54,13 @@ def test_disabling_the_broken_plugin_lets_commands_run(tmp_path):
     site = tmp_path / "site"
     site.mkdir()
     install(site, "acme_broken", TYPO_PLUGIN)
-    result = rmcore(site, tmp_path / "rmcore.db", "--disable-plugin", "acme_broken", "init")
+    result = rmcore(
+        site, "--db", str(tmp_path / "rmcore.db"), "--disable-plugin", "acme_broken", "init"
+    )
     assert result.returncode == 0, result.stderr
-    listed = rmcore(site, tmp_path / "rmcore.db", "--disable-plugin", "acme_broken", "plugins")
+    listed = rmcore(
+        site, "--db", str(tmp_path / "rmcore.db"), "--disable-plugin", "acme_broken", "plugins"
+    )
     assert listed.returncode == 0
     assert "acme_broken" not in listed.stdout
     assert "kpi_basic" in listed.stdout
