@@ -123,6 +123,7 @@ def replay_check(engine: Engine, progress: Progress = None) -> list[str]:
         try:
             scratch_conn.execute("PRAGMA synchronous = OFF")
             db.migrate(scratch_conn)
+            engine.keyring.register_sql(scratch_conn)  # personal fields open with live keys
             engine.conn.execute("ATTACH DATABASE ? AS replayed", (scratch,))
             try:
                 # One read transaction: the log that is replayed and the live tables it is
@@ -199,6 +200,9 @@ def snapshot(
             engine.conn.execute(
                 "INSERT INTO snap.events SELECT * FROM main.events WHERE position <= ?", (head,)
             )
+        # The copy reads names and comments like the live file does, so it needs the keys
+        # (of people not forgotten by now): a copy is personal data until it is deleted.
+        engine.conn.execute("INSERT INTO snap.subject_keys SELECT * FROM main.subject_keys")
         engine.conn.execute("COMMIT")
     finally:
         engine.conn.execute("DETACH DATABASE snap")

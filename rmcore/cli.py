@@ -424,10 +424,42 @@ def leave(app: App, person, reason, at, idempotency_key) -> None:
     report(outcome, message)
 
 
+@cli.command("forget")
+@click.argument("person")
+@at_option
+@idempotency_option
+@pass_app
+def forget_command(app: App, person: str, at: str | None, idempotency_key: str | None) -> None:
+    """Erase PERSON's name, email and comments for good (an active person leaves first)."""
+    from rmcore.forget import forget
+
+    click.echo("Erasing, then compacting the database file...", err=True)
+    done = forget(app.engine(), app.program, person, actor=app.actor, at=parse_occurred(at),
+                  idempotency_key=idempotency_key)  # fmt: skip
+    outcome = done.outcome
+    if outcome.duplicate:
+        click.echo(f"Already recorded at position {outcome.events[-1].position} (same "
+                   "idempotency key); nothing appended, the file was compacted again.")  # fmt: skip
+    elif done.already_forgotten:
+        click.echo(f"{person} was already forgotten; nothing appended, the file was compacted "
+                   "again.")  # fmt: skip
+    else:
+        ended = sum(1 for e in outcome.events if e.type == "pair_ended")
+        left = " left the program and" if any(e.type == "left" for e in outcome.events) else ""
+        click.echo(
+            f"{person}{left} was forgotten ({positions(outcome)}); {ended} active pair(s) "
+            "ended. Their name, email and comments can no longer be read."
+        )
+    if not done.compacted:
+        click.echo("Warning: another process was reading the database, so the write-ahead "
+                   f"log still holds old pages; run `rmcore forget {person}` again later.",
+                   err=True)  # fmt: skip
+
+
 @cli.command()
 @click.option(
     "--status",
-    type=click.Choice(["active", "left", "all"]),
+    type=click.Choice(["active", "left", "forgotten", "all"]),
     default="active",
     show_default=True,
     help="Which people to list.",
@@ -546,33 +578,54 @@ FOLLOW_POLL_SECONDS = 0.5
 @cli.command("export")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The .jsonl file.")
 @click.option("--all-programs", is_flag=True, help="The whole log, not only --program.")
+@click.option(
+    "--keys-out",
+    type=click.Path(dir_okay=False),
+    help="Also write the keys that open names, emails and comments (owner-only file).",
+)
 @pass_app
-def export_command(app: App, out: str, all_programs: bool) -> None:
-    """Write the program's log to a JSON-lines file that import-log verifies on the way in."""
+def export_command(app: App, out: str, all_programs: bool, keys_out: str | None) -> None:
+    """Write the program's log to a JSON-lines file that import-log verifies on the way in.
+
+    The log holds names, emails and comments encrypted; without --keys-out the copy
+    cannot read them."""
     from pathlib import Path
 
     from rmcore import audit
+    from rmcore.personal import export_keys
     from rmcore.transfer import export_log
 
     engine = app.engine()
-    if Path(out).exists():
-        raise click.ClickException(f"{out} already exists; export to a new file")
+    for path in (out, keys_out):
+        if path and Path(path).exists():
+            raise click.ClickException(f"{path} already exists; export to a new file")
+    if keys_out and Path(keys_out).resolve() == Path(out).resolve():
+        raise click.UsageError("--keys-out must be another file than --out")
+    program = None if all_programs else app.program
     with progress_bar("Exporting", audit.event_count(engine)) as bar:
-        count = export_log(engine, out, program=None if all_programs else app.program,
-                           progress=bar.update)  # fmt: skip
+        count = export_log(engine, out, program=program, progress=bar.update)
     click.echo(f"Exported {count} events to {out}.")
+    if keys_out:
+        keys = export_keys(engine.conn, keys_out, program)
+        click.echo(f"Wrote {keys} keys to {keys_out}: keep it apart from the export, and "
+                   "delete it once imported.")  # fmt: skip
 
 
 @cli.command("import-log")
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option(
+    "--keys",
+    type=click.Path(dir_okay=False),
+    help="The key file written by export --keys-out, so names and comments can be read.",
+)
 @pass_app
-def import_log_command(app: App, file: str) -> None:
+def import_log_command(app: App, file: str, keys: str | None) -> None:
     """Append the events of an export to this database, verifying them; all or nothing."""
     from rmcore.transfer import import_log
 
     engine = app.engine()
     with progress_bar("Importing", count_lines(file)) as bar:
-        summary = import_log(engine, file, progress=bar.update)
+        summary = import_log(engine, file, keys=keys, progress=bar.update)
     click.echo(
         f"Read {summary.events} events: {summary.appended} appended, "
         f"{summary.skipped} already here."
@@ -613,7 +666,7 @@ def backup_command(app: App, out: str) -> None:
 @pass_app
 def history_command(app: App, entity: str, fmt: str | None) -> None:
     """Everything that happened to one person or pair, in order, with who recorded it."""
-    from rmcore.history import history
+    from rmcore.history import history, opened_payload
 
     rows = (
         {
@@ -623,7 +676,7 @@ def history_command(app: App, entity: str, fmt: str | None) -> None:
             "actor": e.actor,
             "type": e.type,
             "stream": e.stream,
-            "data": json.loads(e.data),
+            "data": opened_payload(app.engine(), e),
         }
         for e in history(app.engine(), app.program, entity)
     )

@@ -36,6 +36,10 @@ class Codec:
         """The canonical JSON payload of an event."""
         return canonical_json(self.converter.unstructure(event))
 
+    def unstructure(self, event: Event) -> dict[str, Any]:
+        """An event as a payload dict, before any sealing and canonical encoding."""
+        return self.converter.unstructure(event)
+
     def structure(self, type_name: str, payload: dict[str, Any]) -> Event:
         """Build an event of the current schema from a payload dict."""
         cls = self.registry.get(type_name)
@@ -52,6 +56,10 @@ class Codec:
             payload = json.loads(data)
         except json.JSONDecodeError as exc:
             raise DecodeError(f"payload is not JSON: {exc}") from exc
+        return self.decode_payload(type_name, schema, payload)
+
+    def decode_payload(self, type_name: str, schema: int, payload: Any) -> Event:
+        """Decode an already parsed payload, upcasting it from its stored schema first."""
         if self.registry.get(type_name) is None:
             raise DecodeError(f"unknown event type {type_name!r}")
         try:

@@ -28,6 +28,7 @@ from rmcore.events import (
     Configured,
     Event,
     FeedbackGiven,
+    Forgotten,
     Joined,
     Left,
     Paired,
@@ -169,6 +170,14 @@ class Leave:
 
 
 @frozen(kw_only=True)
+class Forget:
+    """Erase a person's personal data; an active person leaves first, in the same command."""
+
+    person_id: str
+    at: str
+
+
+@frozen(kw_only=True)
 class SetConfig:
     """Set (or, with ``None``, remove) a program setting."""
 
@@ -178,7 +187,15 @@ class SetConfig:
 
 
 Command = (
-    Join | UpdateProfile | MakePair | RecordSession | GiveFeedback | EndPair | Leave | SetConfig
+    Join
+    | UpdateProfile
+    | MakePair
+    | RecordSession
+    | GiveFeedback
+    | EndPair
+    | Leave
+    | Forget
+    | SetConfig
 )
 
 
@@ -592,6 +609,27 @@ def decide_leave(state: State, cmd: Leave) -> list[Event]:
     return events
 
 
+ERASURE_REASON = "erasure request"
+
+
+def decide_forget(state: State, cmd: Forget) -> list[Event]:
+    """Erase a person once; an active person leaves first (their pairs end), then is forgotten."""
+    person = _require_person(state, cmd.person_id)
+    if person.status == "forgotten":
+        raise DomainError(f"{person.person_id} was already forgotten")
+    events: list[Event] = []
+    if person.active:
+        events = decide_leave(state, Leave(person_id=person.person_id, reason=ERASURE_REASON,
+                                           at=cmd.at))  # fmt: skip
+    elif cmd.at < (person.left_at or ""):
+        raise DomainError(
+            f"forgetting is dated {cmd.at[:10]}, before {person.person_id} left "
+            f"({(person.left_at or '')[:10]})"
+        )
+    events.append(Forgotten(person_id=person.person_id))
+    return events
+
+
 def decide_config(state: State, cmd: SetConfig) -> list[Event]:
     """Keys are dotted lower-case names; secrets never go into the log; no-op if unchanged."""
     if not CONFIG_KEY.fullmatch(cmd.key):
@@ -621,6 +659,7 @@ DECIDERS: dict[type, Callable[[State, Any], list[Event]]] = {
     GiveFeedback: decide_feedback,
     EndPair: decide_end_pair,
     Leave: decide_leave,
+    Forget: decide_forget,
     SetConfig: decide_config,
 }
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from rmcore.delivery import DELIVERY_MIGRATIONS
+from rmcore.personal import KEY_MIGRATIONS
 from rmcore.projections import PROJECTION_MIGRATIONS
 from rmcore.store import LOG_MIGRATIONS
 
@@ -20,6 +21,7 @@ CORE_MIGRATIONS: dict[str, MigrationSteps] = {
     "rmcore.log": LOG_MIGRATIONS,
     "rmcore.projections": PROJECTION_MIGRATIONS,
     "rmcore.delivery": DELIVERY_MIGRATIONS,
+    "rmcore.keys": KEY_MIGRATIONS,
 }
 BUSY_TIMEOUT_MS = 30_000
 CACHE_KIB = 64 * 1024  # page cache per connection; indexes on pair ids are hit at random

@@ -322,7 +322,7 @@ def _decode(engine: Engine, stored: StoredEvent) -> Any:
     """The event object, or None for a type no installed code knows."""
     if engine.registry.get(stored.type) is None:
         return None
-    return engine.codec.decode(stored.type, stored.schema, stored.data)
+    return engine.read_event(stored)
 
 
 def _deliver_events(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -17,6 +18,7 @@ from rmcore import db, queries
 from rmcore.codec import Codec, canonical_json
 from rmcore.commands import Command, DomainError, decide
 from rmcore.events import Event, EventRegistry
+from rmcore.personal import Keyring
 from rmcore.plugins import call_each, make_plugin_manager
 from rmcore.projections import Projector
 from rmcore.store import NewEvent, SQLiteEventStore, StoredEvent, check_envelope_text, utc_now
@@ -63,10 +65,13 @@ class UnitOfWork:
         """Queue events that occurred at ``at``; they are appended on the next flush."""
         if self.duplicate:
             raise DomainError("this command was already recorded under its idempotency key")
-        encode = self.engine.codec.encode
-        self._pending.extend(
-            NewEvent(event.stream, event.type, event.schema, at, encode(event)) for event in events
-        )
+        unstructure, seal = self.engine.codec.unstructure, self.engine.keyring.seal
+        for event in events:
+            payload = unstructure(event)
+            seal(self.program, event.stream, event.type, payload)  # before it is hashed
+            self._pending.append(
+                NewEvent(event.stream, event.type, event.schema, at, canonical_json(payload))
+            )
 
     def flush(self) -> None:
         """Append what is queued and fold it into the read models (same transaction)."""
@@ -119,6 +124,8 @@ class Engine:
         self.registry = build_registry(pm)
         self.codec = Codec(self.registry)
         self.store = SQLiteEventStore(conn)
+        self.keyring = Keyring(conn)
+        self.keyring.register_sql(conn)
         self.projector = Projector(conn, self.registry)
         self.snapshot = queries.snapshot_of(conn)
 
@@ -249,6 +256,12 @@ class Engine:
                 if progress:
                     progress(1)
         return Outcome(unit.appended)
+
+    def read_event(self, stored: StoredEvent) -> Event:
+        """A stored event as an object, its personal fields opened for in-process readers."""
+        payload = json.loads(stored.data)
+        self.keyring.open(stored.program, stored.stream, stored.type, payload)
+        return self.codec.decode_payload(stored.type, stored.schema, payload)
 
     def config(self, program: str) -> dict[str, Any]:
         """The program's current settings, as plugins receive them."""

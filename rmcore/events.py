@@ -139,6 +139,13 @@ class Left(PersonEvent):
 
 
 @frozen(kw_only=True)
+class Forgotten(PersonEvent):
+    """A person's personal data was erased: their keys, and their pairs' keys, are gone."""
+
+    type: ClassVar[str] = "forgotten"
+
+
+@frozen(kw_only=True)
 class Configured(Event):
     """A program setting was set (``value`` is JSON) or, with ``None``, removed."""
 
@@ -168,6 +175,7 @@ CORE_EVENT_TYPES: tuple[type[Event], ...] = (
     FeedbackGiven,
     PairEnded,
     Left,
+    Forgotten,
     Configured,
 )
 

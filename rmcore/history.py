@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import heapq
+import json
 from collections.abc import Iterator
+from typing import Any
 
 from rmcore.commands import DomainError
 from rmcore.engine import Engine
@@ -35,3 +37,10 @@ def history(engine: Engine, program: str, entity: str) -> Iterator[StoredEvent]:
     _, streams = entity_streams(engine, program, entity)
     per_stream = [engine.store.read_stream(program, stream) for stream in streams]
     return heapq.merge(*per_stream, key=lambda event: event.position)
+
+
+def opened_payload(engine: Engine, event: StoredEvent) -> dict[str, Any]:
+    """The event's payload with its personal fields readable (``[erased]`` once forgotten)."""
+    payload = json.loads(event.data)
+    engine.keyring.open(event.program, event.stream, event.type, payload)
+    return payload

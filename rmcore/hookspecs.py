@@ -38,3 +38,8 @@ def rmcore_register_commands(cli) -> None:
 @hookspec
 def rmcore_register_event_types(register) -> None:
     """Add event classes: call ``register(cls, upcasters=None)`` for each."""
+
+
+@hookspec
+def rmcore_forget(conn, program, person_id, pair_ids) -> None:
+    """Delete what the plugin stored about a forgotten person, in the forget transaction."""

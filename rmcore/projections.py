@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from rmcore.codec import canonical_json
 from rmcore.events import EventRegistry
+from rmcore.personal import ERASED
 from rmcore.store import SQLiteEventStore, StoredEvent
 
 if TYPE_CHECKING:
@@ -103,6 +104,13 @@ TABLES: dict[str, str] = {
         )""",
 }
 
+# The columns of a new ``people`` row, as the ``joined`` statement fills them.
+PEOPLE_INSERT_COLUMNS = (
+    "program", "person_id", "name", "email", "role", "generation", "department",
+    "manager_id", "timezone", "skills_offered", "skills_sought", "goals", "capacity",
+    "status", "joined_at",
+)  # fmt: skip
+
 INDEXES = (
     "CREATE INDEX people_manager ON people (program, manager_id)",
     "CREATE INDEX pairs_mentor ON pairs (program, mentor_id, status)",
@@ -126,13 +134,24 @@ def create_projection_tables(db: Database) -> None:
 PROJECTION_MIGRATIONS = (("create_projection_tables", create_projection_tables),)
 
 
+def _opened(subject: str, field: str, value: str | None = None) -> str:
+    """SQL for a sealed personal field read back (``[erased]`` once its key is gone)."""
+    value = value or f"?4 ->> '{field}'"
+    return f"rmcore_open(?2, '{subject}:' || (?4 ->> '{subject}_id'), '{field}', {value})"
+
+
 def _profile_update_sql() -> str:
     """Set each people column whose field is present in ``changes`` (null included)."""
     text = ("name", "email", "role", "generation", "department", "manager_id", "timezone")
     json_lists = ("skills_offered", "skills_sought", "goals")
+
+    def new_value(column: str) -> str:
+        value = f"?4 {'->' if column in json_lists else '->>'} '$.changes.{column}'"
+        return _opened("person", column, value) if column in ("name", "email") else value
+
     assignments = [
         f"{column} = CASE WHEN json_type(?4, '$.changes.{column}') IS NULL THEN {column}"
-        f" ELSE ?4 {'->' if column in json_lists else '->>'} '$.changes.{column}' END"
+        f" ELSE {new_value(column)} END"
         for column in (*text, *json_lists, "capacity")
     ]
     return (
@@ -140,6 +159,11 @@ def _profile_update_sql() -> str:
         " WHERE program = ?2 AND person_id = ?4 ->> 'person_id'"
     )
 
+
+_PAIRS_OF_PERSON = (
+    "SELECT pair_id FROM pairs WHERE program = ?2 AND mentor_id = ?4 ->> 'person_id'"
+    " UNION ALL SELECT pair_id FROM pairs WHERE program = ?2 AND mentee_id = ?4 ->> 'person_id'"
+)
 
 # How each event type changes the read models: (table, SQL) pairs run in order. Every
 # statement takes the same four parameters, ?1 position, ?2 program, ?3 occurred_at and
@@ -152,7 +176,9 @@ STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
             "people",
             "INSERT INTO people (program, person_id, name, email, role, generation,"
             " department, manager_id, timezone, skills_offered, skills_sought, goals, capacity,"
-            " status, joined_at) VALUES (?2, ?4 ->> 'person_id', ?4 ->> 'name', ?4 ->> 'email',"
+            " status, joined_at) VALUES (?2, ?4 ->> 'person_id',"
+            f" {_opened('person', 'name')},"
+            f" {_opened('person', 'email')},"
             " ?4 ->> 'role', coalesce(?4 ->> 'generation', ''),"
             " coalesce(?4 ->> 'department', ''), ?4 ->> 'manager_id',"
             " coalesce(?4 ->> 'timezone', 'UTC'), coalesce(?4 -> 'skills_offered', '[]'),"
@@ -165,7 +191,7 @@ STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
         (
             "people",
             "UPDATE people SET status = 'left', left_at = ?3,"
-            " left_reason = coalesce(?4 ->> 'reason', '')"
+            f" left_reason = coalesce({_opened('person', 'reason')}, '')"
             " WHERE program = ?2 AND person_id = ?4 ->> 'person_id'",
         ),
     ),
@@ -183,7 +209,7 @@ STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
         (
             "pairs",
             "UPDATE pairs SET status = 'ended', ended_at = ?3,"
-            " end_reason = coalesce(?4 ->> 'reason', '')"
+            f" end_reason = coalesce({_opened('pair', 'reason')}, '')"
             " WHERE program = ?2 AND pair_id = ?4 ->> 'pair_id'",
         ),
     ),
@@ -202,7 +228,34 @@ STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
             " fresh_perspective, skills_gained, comment, given_at) VALUES (?1, ?2,"
             " ?4 ->> 'pair_id', ?4 ->> 'by', ?4 ->> 'rating',"
             " coalesce(?4 ->> 'fresh_perspective', 0), coalesce(?4 -> 'skills_gained', '[]'),"
-            " coalesce(?4 ->> 'comment', ''), ?3)",
+            f" coalesce({_opened('pair', 'comment')}, ''), ?3)",
+        ),
+    ),
+    # Forgetting blanks what the read models copied in plain text and deletes the keys,
+    # so a later replay, which can no longer open those fields, folds to the same rows.
+    # These statements read ``pairs`` (mentor and mentee never change once inserted).
+    "forgotten": (
+        (
+            "people",
+            f"UPDATE people SET name = '{ERASED}', email = '{ERASED}', status = 'forgotten',"
+            f" left_reason = CASE WHEN left_reason <> '' THEN '{ERASED}' ELSE left_reason END"
+            " WHERE program = ?2 AND person_id = ?4 ->> 'person_id'",
+        ),
+        (
+            "pairs",
+            f"UPDATE pairs SET end_reason = '{ERASED}' WHERE program = ?2 AND end_reason <> ''"
+            " AND ?4 ->> 'person_id' IN (mentor_id, mentee_id)",
+        ),
+        (
+            "feedback",
+            f"UPDATE feedback SET comment = '{ERASED}' WHERE program = ?2 AND comment <> ''"
+            f" AND pair_id IN ({_PAIRS_OF_PERSON})",
+        ),
+        (
+            "subject_keys",
+            "DELETE FROM subject_keys WHERE program = ?2 AND (subject = 'person:' ||"
+            f" (?4 ->> 'person_id') OR subject IN (SELECT 'pair:' || pair_id FROM pairs"
+            f" WHERE pair_id IN ({_PAIRS_OF_PERSON})))",
         ),
     ),
     "configured": (
@@ -240,26 +293,36 @@ class Projector:
         ).fetchone()
         return row[0] if row else 0
 
-    def apply(self, events: Iterable[StoredEvent]) -> int:
-        """Fold stored events (in log order) and move the checkpoint; returns how many."""
+    def apply(self, events: Iterable[StoredEvent], *, people: Sequence[tuple] | None = None) -> int:
+        """Fold stored events (in log order) and move the checkpoint; returns how many
+        (``people`` as for :meth:`apply_rows`)."""
         return self.apply_rows(
             [(e.position, e.program, e.type, e.schema, e.occurred_at, e.recorded_at, e.data)
-             for e in events]
+             for e in events],
+            people=people,
         )  # fmt: skip
 
-    def apply_rows(self, rows: Sequence[tuple]) -> int:
+    def apply_rows(self, rows: Sequence[tuple], *, people: Sequence[tuple] | None = None) -> int:
         """Fold ``SQLiteEventStore.PROJECTION_COLUMNS`` rows (in log order), move the checkpoint.
 
         Statements are grouped per table, keeping their order within a table, and each
         run of one statement goes to SQLite as a single ``executemany``.
+
+        ``people``, when given, holds the ``people`` row (``PEOPLE_INSERT_COLUMNS``) of
+        each ``joined`` event in ``rows``, built by a bulk writer from the values it
+        encoded: they are inserted as they are instead of being picked out of the
+        payloads. They go in before the other statements run, which keeps the order, as a
+        person's ``joined`` comes before any other event about them. The rows must be
+        what the ``joined`` statement would insert; a replay check compares the two.
         """
         if not rows:
             return 0
         by_table: dict[str, list[tuple[str, tuple]]] = {}
         programs: dict[str, list] = {}
         schemas = self._schemas
+        prepared = "joined" if people is not None else None
         for position, program, type_name, schema, occurred_at, _recorded_at, data in rows:
-            statements = STATEMENTS.get(type_name)
+            statements = None if type_name == prepared else STATEMENTS.get(type_name)
             if statements is not None:
                 if schema != schemas.get(type_name, schema):
                     payload = self.registry.upcast(type_name, schema, json.loads(data))
@@ -276,6 +339,12 @@ class Projector:
             else:
                 seen[1] = position
                 seen[2] += 1
+        if people:
+            self.conn.executemany(
+                f"INSERT INTO people ({', '.join(PEOPLE_INSERT_COLUMNS)})"
+                f" VALUES ({', '.join('?' * len(PEOPLE_INSERT_COLUMNS))})",
+                people,
+            )
         for statements in by_table.values():
             _run_in_order(self.conn, statements)
         self.conn.executemany(

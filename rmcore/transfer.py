@@ -23,6 +23,7 @@ from rmcore.codec import DecodeError
 from rmcore.commands import DomainError
 from rmcore.delivery import mark_imported
 from rmcore.engine import Engine
+from rmcore.personal import KeyFileError, import_keys
 from rmcore.queries import mostly_program
 from rmcore.store import (
     COLUMNS,
@@ -111,9 +112,11 @@ def import_log(
     engine: Engine,
     path: str | Path,
     *,
+    keys: str | Path | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ImportSummary:
-    """Append a verified export's events to this database, in one transaction."""
+    """Append a verified export's events to this database, in one transaction; ``keys``
+    (from ``export --keys-out``) lets the copy read names, emails and comments."""
     path = Path(path)
     if not path.is_file():
         raise TransferError(f"no file at {path}")
@@ -129,6 +132,12 @@ def import_log(
     programs: set[str] = set()
     with engine.store.transaction():
         engine.projector.catch_up(engine.store)
+        if keys is not None:
+            try:
+                import_keys(engine.conn, keys)
+            except KeyFileError as exc:
+                raise TransferError(str(exc)) from None
+            engine.keyring.drop_cache()
 
         def flush() -> None:
             nonlocal appended, pending

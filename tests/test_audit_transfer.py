@@ -36,9 +36,14 @@ def read_models(path: Path, program: str | None = None) -> dict[str, list[tuple]
         conn.close()
 
 
+def keys_of(export_file: Path) -> Path:
+    """Where ``export`` writes the key file of an export."""
+    return export_file.with_name(export_file.name + ".keys")
+
+
 def export(run_cli, out: Path, *options: str, db: Path | None = None) -> list[str]:
-    """``rmcore export --out OUT``; the file's lines (newlines kept)."""
-    result = run_cli("export", "--out", str(out), *options, db=db)
+    """``rmcore export --out OUT --keys-out OUT.keys``; the export's lines (newlines kept)."""
+    result = run_cli("export", "--out", str(out), "--keys-out", str(keys_of(out)), *options, db=db)
     assert result.exit_code == 0, result.output
     return out.read_text(encoding="utf-8").splitlines(keepends=True)
 
@@ -50,8 +55,9 @@ def fresh(run_cli, path: Path) -> Path:
 
 
 def import_log(run_cli, file: Path, db: Path):
-    """``rmcore --db DB import-log FILE``."""
-    return run_cli("import-log", str(file), db=db)
+    """``rmcore --db DB import-log FILE``, with the export's key file when there is one."""
+    keys = ("--keys", str(keys_of(file))) if keys_of(file).exists() else ()
+    return run_cli("import-log", str(file), *keys, db=db)
 
 
 def anchor_of(run_cli, db: Path) -> str:
@@ -105,6 +111,45 @@ def test_an_export_imported_into_a_fresh_database_gives_the_same_chain_and_read_
     assert raw_log.rows(target) == raw_log.rows()
     assert read_models(target) == read_models(populated_db)
     assert run_cli("verify", "--deep", db=target).exit_code == 0
+
+
+def test_without_its_key_file_an_import_keeps_the_chain_but_cannot_read_names(
+    populated_db: Path, run_cli, raw_log, tmp_path: Path
+):
+    """The export itself holds names, emails and comments only as ciphertext."""
+    file = tmp_path / "program.jsonl"
+    export(run_cli, file)
+    keys_of(file).unlink()
+    text = file.read_text(encoding="utf-8")
+    assert "Ada Lovelace" not in text and "ada@example.org" not in text
+    target = fresh(run_cli, tmp_path / "target.db")
+    assert import_log(run_cli, file, target).exit_code == 0
+    assert anchor_of(run_cli, target) == anchor_of(run_cli, populated_db)
+    people, _ = listing(run_cli, target)
+    assert {p["name"] for p in people} == {"[erased]"}
+    assert {p["email"] for p in people} == {"[erased]"}
+    assert [p["role"] for p in people] == [p["role"] for p in listing(run_cli, populated_db)[0]]
+
+
+def test_the_key_file_is_readable_by_its_owner_only(populated_db: Path, run_cli, tmp_path):
+    file = tmp_path / "program.jsonl"
+    export(run_cli, file)
+    assert keys_of(file).stat().st_mode & 0o777 == 0o600
+
+
+def test_a_damaged_key_file_refuses_the_import_naming_its_line(
+    populated_db: Path, run_cli, raw_log, tmp_path: Path
+):
+    file = tmp_path / "program.jsonl"
+    export(run_cli, file)
+    lines = keys_of(file).read_text().splitlines()
+    lines[1] = lines[1].replace('"key": "', '"key": "!!')
+    keys_of(file).write_text("\n".join(lines) + "\n")
+    target = fresh(run_cli, tmp_path / "target.db")
+    result = import_log(run_cli, file, target)
+    assert result.exit_code == 1
+    assert "line 2: not a key line" in result.stderr
+    assert raw_log.count(target) == 0
 
 
 def test_a_whole_log_export_carries_every_program(

@@ -541,3 +541,61 @@ def test_rmcore_trace_plugins_prints_each_hook_call_with_its_timing(populated_db
     )
     quiet = rmcore(site, "--db", str(populated_db), "kpi", "--format", "json")
     assert "[rmcore]" not in quiet.stderr
+
+
+# ----------------------------------------------------------------------------- rmcore_forget
+
+
+class Shredder:
+    """Keeps a copy of names in a table of its own and deletes it when asked."""
+
+    def __init__(self, fail: bool = False) -> None:
+        """Fail in the hook when ``fail``."""
+        self.fail = fail
+        self.calls: list[dict[str, Any]] = []
+
+    @hookimpl
+    def rmcore_forget(self, conn, program, person_id, pair_ids):
+        """Delete the person's card; remember the call."""
+        self.calls.append(dict(program=program, person_id=person_id, pair_ids=pair_ids,
+                               in_transaction=conn.in_transaction))  # fmt: skip
+        if self.fail:
+            raise RuntimeError("card index offline")
+        conn.execute("DELETE FROM acme_cards WHERE program = ? AND person_id = ?",
+                     (program, person_id))  # fmt: skip
+
+
+@covers("rmcore_forget")
+def test_a_forget_plugin_gets_the_person_and_every_pair_and_deletes_inside_the_transaction(
+    tmp_path,
+):
+    from rmcore.forget import forget
+
+    shredder = Shredder()
+    engine = build(tmp_path / "x.db", manager(("acme_cards", shredder)))
+    engine.conn.execute("CREATE TABLE acme_cards (program TEXT, person_id TEXT, name TEXT)")
+    engine.conn.executemany("INSERT INTO acme_cards VALUES ('default', ?, ?)",
+                            [("ada", "Ada"), ("bo", "Bo")])  # fmt: skip
+    engine.execute("default", MakePair(mentor_id="ada", mentee_id="bo", at=AT), actor=ACTOR)
+    forget(engine, "default", "ada", actor=ACTOR, at=AT)
+    assert shredder.calls == [dict(program="default", person_id="ada",
+                                   pair_ids=["ada-bo", "ada-di"], in_transaction=True)]  # fmt: skip
+    left = engine.conn.execute("SELECT person_id FROM acme_cards").fetchall()
+    assert left == [("bo",)]
+    forget(engine, "default", "ada", actor=ACTOR, at=AT)  # a repeat only compacts again
+    assert len(shredder.calls) == 1
+
+
+@covers("rmcore_forget")
+def test_a_forget_plugin_that_raises_refuses_the_whole_erasure_by_name(tmp_path):
+    from rmcore.forget import forget
+
+    engine = build(tmp_path / "x.db", manager(("acme_cards", Shredder(fail=True))))
+    before = audit.event_count(engine)
+    with pytest.raises(Exception) as refused:
+        forget(engine, "default", "bo", actor=ACTOR, at=AT)
+    assert "plugin acme_cards failed in rmcore_forget" in str(refused.value)
+    assert audit.event_count(engine) == before
+    assert queries.SqlState(engine.conn, "default").person("bo").name == "Bo"
+    keys = engine.conn.execute("SELECT count(*) FROM subject_keys WHERE subject = 'person:bo'")
+    assert keys.fetchone() == (1,)

@@ -59,3 +59,11 @@ def rmcore_register_commands(cli: click.Group) -> None:
         written = write_built_in(Path(folder), overwrite=overwrite)
         click.echo(f"Wrote {len(written)} template(s) to {folder}.")
         click.echo(f"Use them with: rmcore config set notify_email.template_dir {folder}")
+
+
+@hookimpl
+def rmcore_forget(conn: sqlite3.Connection, program: str, person_id: str, pair_ids: list[str]):
+    """Delete the outbox's messages to and about a person being forgotten."""
+    from .outbox import forget
+
+    forget(conn, program, person_id, pair_ids)

@@ -200,3 +200,25 @@ def problems(conn: sqlite3.Connection, program: str, limit: int = 5) -> list[tup
         " ('failed', 'undeliverable') ORDER BY id DESC LIMIT ?",
         (program, limit),
     ).fetchall()
+
+
+def forget(conn: sqlite3.Connection, program: str, person_id: str, pair_ids: list[str]) -> int:
+    """Delete every message to or about a forgotten person: theirs, and those of their pairs."""
+    if not conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
+    ).fetchone():
+        return 0
+    streams = [f"person:{person_id}", *(f"pair:{pair_id}" for pair_id in pair_ids)]
+    marks = ",".join("?" * len(streams))
+    deleted = conn.execute(
+        f"DELETE FROM {TABLE} WHERE program = ? AND (person_id = ? OR position IN"
+        f" (SELECT position FROM events WHERE program = ? AND stream IN ({marks})))",
+        (program, person_id, program, *streams),
+    ).rowcount
+    for pair_id in pair_ids:  # nudges name the pair in their key and carry no position
+        deleted += conn.execute(
+            f"DELETE FROM {TABLE} WHERE program = ? AND key LIKE ? ESCAPE '\\'",
+            (program, "nudge." + pair_id.replace("\\", "\\\\").replace("%", "\\%")
+             .replace("_", "\\_") + ".%"),
+        ).rowcount  # fmt: skip
+    return deleted

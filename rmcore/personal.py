@@ -1,0 +1,186 @@
+"""Personal data sealed per subject, so that forgetting a person is deleting a key.
+
+Every person stream (``person:ID``) and pair stream (``pair:ID``) has its own random
+256-bit key in the ``subject_keys`` table, beside the log and never part of it. The
+personal fields of an event (``PERSONAL_FIELDS``) are encrypted with AES-GCM under the
+key of the event's stream before the payload is hashed into the chain, so the log holds
+only ciphertext. Reading a field back needs the key; once ``rmcore forget`` has deleted
+a person's key and the keys of their pairs, the ciphertext in the log can no longer be
+read by anyone, the chain still verifies, and every reader shows :data:`ERASED`.
+
+A sealed value is ``rmenc1:`` followed by the URL-safe base64 of a 12-byte nonce and the
+ciphertext. The associated data binds it to its program, subject and field, so a sealed
+value copied into another event or field does not open. Values written before sealing
+existed (plain text) read back unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+PREFIX = "rmenc1:"
+ERASED = "[erased]"
+KEY_BYTES = 32
+NONCE_BYTES = 12
+
+PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
+    "joined": ("name", "email"),
+    "profile_updated": ("name", "email"),  # inside ``changes``
+    "feedback_given": ("comment",),
+    "left": ("reason",),
+    "pair_ended": ("reason",),
+}
+"""Per event type, the payload fields that are personal data and get sealed."""
+
+NESTED = {"profile_updated": "changes"}
+"""Event types whose personal fields sit one level down, in this payload key."""
+
+
+def _create_keys_table(db: Any) -> None:
+    db.execute(
+        "CREATE TABLE subject_keys (program TEXT NOT NULL, subject TEXT NOT NULL,"
+        " key BLOB NOT NULL, PRIMARY KEY (program, subject)) WITHOUT ROWID"
+    )
+
+
+KEY_MIGRATIONS = [("create subject_keys", _create_keys_table)]
+
+
+class Keyring:
+    """Seals and opens personal fields with the per-subject keys of one database."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self._ciphers: dict[tuple[str, str], Any] = {}
+
+    def _cipher(self, program: str, subject: str, *, create: bool) -> Any | None:
+        """The AES-GCM cipher for a subject; a new key when ``create`` and there is none."""
+        cached = self._ciphers.get((program, subject))
+        if cached is not None:
+            return cached
+        row = self.conn.execute(
+            "SELECT key FROM subject_keys WHERE program = ? AND subject = ?", (program, subject)
+        ).fetchone()
+        if row is None:
+            if not create:
+                return None
+            key = os.urandom(KEY_BYTES)
+            self.conn.execute(
+                "INSERT INTO subject_keys (program, subject, key) VALUES (?, ?, ?)",
+                (program, subject, key),
+            )
+        else:
+            key = row[0]
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        cipher = AESGCM(key)
+        self._ciphers[(program, subject)] = cipher
+        return cipher
+
+    def seal_value(self, program: str, subject: str, field: str, value: str) -> str:
+        """``value`` encrypted under the subject's key (created if new); "" stays ""."""
+        if not value or value.startswith(PREFIX):
+            return value
+        cipher = self._cipher(program, subject, create=True)
+        nonce = os.urandom(NONCE_BYTES)
+        sealed = cipher.encrypt(nonce, value.encode(), _aad(program, subject, field))
+        return PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+
+    def open_value(self, program: str, subject: str, field: str, value: Any) -> Any:
+        """The plain text of a sealed value, :data:`ERASED` without its key; others as given."""
+        if not isinstance(value, str) or not value.startswith(PREFIX):
+            return value
+        cipher = self._cipher(program, subject, create=False)
+        if cipher is None:
+            return ERASED
+        from cryptography.exceptions import InvalidTag
+
+        try:
+            raw = base64.urlsafe_b64decode(value[len(PREFIX) :])
+            plain = cipher.decrypt(
+                raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(program, subject, field)
+            )
+        except (ValueError, InvalidTag):
+            return ERASED  # not sealed for this place: unreadable, like an erased value
+        return plain.decode()
+
+    def seal(self, program: str, subject: str, type_name: str, payload: dict[str, Any]) -> None:
+        """Seal, in place, the personal fields of an event payload before it is hashed."""
+        fields = PERSONAL_FIELDS.get(type_name)
+        if not fields:
+            return
+        target = payload.get(NESTED[type_name], {}) if type_name in NESTED else payload
+        for field in fields:
+            value = target.get(field)
+            if isinstance(value, str):
+                target[field] = self.seal_value(program, subject, field, value)
+
+    def open(self, program: str, subject: str, type_name: str, payload: dict[str, Any]) -> None:
+        """Open, in place, the personal fields of a stored payload for a reader."""
+        fields = PERSONAL_FIELDS.get(type_name)
+        if not fields:
+            return
+        target = payload.get(NESTED[type_name], {}) if type_name in NESTED else payload
+        for field in fields:
+            if field in target:
+                target[field] = self.open_value(program, subject, field, target[field])
+
+    def drop_cache(self) -> None:
+        """Forget the ciphers held in memory, after keys were deleted from the table."""
+        self._ciphers.clear()
+
+    def register_sql(self, conn: sqlite3.Connection) -> None:
+        """Make ``rmcore_open(program, subject, field, value)`` callable in SQL on ``conn``."""
+        conn.create_function("rmcore_open", 4, self.open_value)
+
+
+def _aad(program: str, subject: str, field: str) -> bytes:
+    return f"{program}\x1f{subject}\x1f{field}".encode()
+
+
+class KeyFileError(ValueError):
+    """A key file cannot be read; the message names the line."""
+
+
+def export_keys(conn: sqlite3.Connection, out: str | os.PathLike, program: str | None) -> int:
+    """Write the keys of a program (or of all) to a new file readable by its owner only."""
+    sql = "SELECT program, subject, key FROM subject_keys"
+    rows = conn.execute(sql + " WHERE program = ?", (program,)) if program else conn.execute(sql)
+    count = 0
+    fd = os.open(out, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        for name, subject, key in rows:
+            encoded = base64.b64encode(key).decode("ascii")
+            handle.write(json.dumps({"program": name, "subject": subject, "key": encoded}) + "\n")
+            count += 1
+    return count
+
+
+def import_keys(conn: sqlite3.Connection, path: str | os.PathLike) -> int:
+    """Add the keys of a key file (those already here are kept); returns how many were new."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KeyFileError(f"cannot read {path}: {exc}") from None
+    added = 0
+    for number, line in enumerate(lines, start=1):
+        try:
+            row = json.loads(line)
+            program, subject = row["program"], row["subject"]
+            key = base64.b64decode(row["key"], validate=True)
+            if not (isinstance(program, str) and isinstance(subject, str)):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise KeyFileError(f"{path}, line {number}: not a key line") from None
+        if len(key) != KEY_BYTES:
+            raise KeyFileError(f"{path}, line {number}: a key must be {KEY_BYTES} bytes")
+        added += conn.execute(
+            "INSERT OR IGNORE INTO subject_keys (program, subject, key) VALUES (?, ?, ?)",
+            (program, subject, key),
+        ).rowcount
+    return added

@@ -1,0 +1,162 @@
+"""``rmcore forget``: crypto-shredding of a person's name, email and comments.
+
+The checks read the database file's own bytes: after forgetting, the plain text is in no
+page of the file nor of its write-ahead log, while the chain still verifies, a replay
+still equals the read models and the KPIs do not move.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+from conftest import PEOPLE
+
+GRACE = next(p for p in PEOPLE if p["person_id"] == "grace")
+TOM = next(p for p in PEOPLE if p["person_id"] == "tom")
+ADA = next(p for p in PEOPLE if p["person_id"] == "ada")
+GRACE_COMMENT = "Eye-opening."  # grace's feedback on ada-grace
+TOM_REASON = "moved to another company"
+
+
+def file_bytes(db: Path) -> bytes:
+    """The database file and its -wal and -shm files, as they are on disk."""
+    return b"".join(
+        path.read_bytes() for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if path.exists()
+    )
+
+
+def ok(result) -> str:
+    """The stdout of a command that must succeed."""
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def people(run_cli) -> dict[str, dict]:
+    """Everyone, by id, as ``people --status all`` prints them."""
+    rows = json.loads(ok(run_cli("people", "--status", "all", "--format", "json")))
+    return {row["person_id"]: row for row in rows}
+
+
+def kpis(run_cli, *options: str) -> list:
+    """``rmcore kpi`` as JSON."""
+    return json.loads(ok(run_cli("kpi", "--format", "json", *options)))
+
+
+def test_the_log_never_holds_names_emails_or_comments_in_plain_text(populated_db: Path, raw_log):
+    data = "\n".join(row[0] for row in raw_log.query("SELECT data FROM events"))
+    for text in (GRACE["name"], GRACE["email"], ADA["name"], GRACE_COMMENT, TOM_REASON):
+        assert text not in data
+    assert "rmenc1:" in data
+
+
+def test_forgetting_an_active_person_ends_their_pairs_and_erases_them_from_the_file(
+    populated_db: Path, run_cli, raw_log
+):
+    assert GRACE["name"].encode() in file_bytes(populated_db)
+    before = raw_log.count()
+    result = run_cli("forget", "grace", "--at", "2025-06-01")
+    assert "grace left the program and was forgotten" in ok(result)
+    assert "1 active pair(s) ended" in result.stdout
+    types = [row[0] for row in raw_log.query("SELECT type FROM events WHERE position > ?",
+                                             (before,))]  # fmt: skip
+    assert types == ["pair_ended", "left", "forgotten"]
+    content = file_bytes(populated_db)
+    for text in (GRACE["name"], GRACE["email"], GRACE_COMMENT):
+        assert text.encode() not in content, text
+    assert ADA["name"].encode() in content  # the others are untouched
+    grace = people(run_cli)["grace"]
+    assert (grace["name"], grace["email"], grace["status"]) == ("[erased]", "[erased]", "forgotten")
+    assert people(run_cli)["ada"]["name"] == ADA["name"]
+    assert "OK:" in ok(run_cli("verify", "--deep"))
+
+
+def test_forgetting_someone_who_left_changes_no_kpi(populated_db: Path, run_cli):
+    dates = ("--as-of", "2025-03-31"), ()
+    before = [kpis(run_cli, *date) for date in dates]
+    ok(run_cli("forget", "tom"))
+    assert [kpis(run_cli, *date) for date in dates] == before
+    assert TOM_REASON.encode() not in file_bytes(populated_db)
+
+
+def test_history_shows_the_forgotten_fields_as_erased_and_keeps_everything_else(
+    populated_db: Path, run_cli
+):
+    ok(run_cli("forget", "grace"))
+    rows = json.loads(ok(run_cli("history", "grace", "--format", "json")))
+    joined = rows[0]["data"]
+    assert (joined["name"], joined["email"], joined["role"]) == ("[erased]", "[erased]", "mentee")
+    comments = [r["data"]["comment"] for r in rows if r["type"] == "feedback_given"]
+    assert comments == ["[erased]", ""]  # grace's comment; ada's feedback had none
+    assert [r["type"] for r in rows][-1] == "forgotten"
+
+
+def test_a_replay_after_forgetting_equals_the_read_models_and_still_reads_the_others(
+    populated_db: Path, run_cli
+):
+    ok(run_cli("forget", "grace"))
+    ok(run_cli("forget", "tom"))
+    before = people(run_cli)
+    ok(run_cli("replay"))
+    assert people(run_cli) == before
+    assert before["ada"]["email"] == ADA["email"]
+    assert "Replay check passed" in ok(run_cli("replay", "--check"))
+
+
+def test_forgetting_twice_records_nothing_more(populated_db: Path, run_cli, raw_log):
+    ok(run_cli("forget", "tom"))
+    count = raw_log.count()
+    assert "tom was already forgotten" in ok(run_cli("forget", "tom"))
+    assert raw_log.count() == count
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("forget", "nobody"), "nobody has not joined this program"),
+        (("forget", "grace", "--at", "2024-01-01"), "before"),
+        (("--program", "other", "forget", "grace"), "grace has not joined this program"),
+    ],
+)
+def test_a_refused_forget_appends_nothing_and_erases_nothing(
+    populated_db: Path, run_cli, raw_log, args, message
+):
+    before = raw_log.rows()
+    result = run_cli(*args)
+    assert result.exit_code == 1
+    assert message in result.stderr and "Traceback" not in result.output
+    assert raw_log.rows() == before
+    assert people(run_cli)["grace"]["name"] == GRACE["name"]
+
+
+def test_a_retry_with_the_same_idempotency_key_records_nothing(populated_db, run_cli, raw_log):
+    ok(run_cli("forget", "tom", "--idempotency-key", "erase-tom"))
+    count = raw_log.count()
+    assert "Already recorded" in ok(run_cli("forget", "tom", "--idempotency-key", "erase-tom"))
+    assert raw_log.count() == count
+
+
+def closed_port() -> int:
+    """A local port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_email_outbox_loses_every_message_to_or_about_the_forgotten_person(
+    populated_db: Path, run_cli, raw_log
+):
+    down = run_cli("notify", "--smtp", f"smtp://127.0.0.1:{closed_port()}")
+    assert down.exit_code == 1  # the messages wait in the outbox
+    queued = raw_log.query("SELECT count(*) FROM notify_email_outbox")[0][0]
+    assert queued > 0
+    assert GRACE["email"].encode() in file_bytes(populated_db)
+    ok(run_cli("forget", "grace"))
+    content = file_bytes(populated_db)
+    for text in (GRACE["name"], GRACE["email"]):
+        assert text.encode() not in content, text
+    remaining = raw_log.query("SELECT recipient FROM notify_email_outbox")
+    assert remaining and all("grace" not in recipient for (recipient,) in remaining)
+    assert ADA["email"] in {recipient for (recipient,) in remaining}
