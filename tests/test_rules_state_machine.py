@@ -48,6 +48,7 @@ from rmcore import audit
 from rmcore.commands import (
     DomainError,
     EndPair,
+    Forget,
     GiveFeedback,
     Join,
     Leave,
@@ -163,6 +164,12 @@ class MPerson:
     profile: dict[str, Any]
     joined_at: str
     left_at: str | None = None
+    forgotten: bool = False
+
+    @property
+    def status(self) -> str:
+        """active, left or forgotten."""
+        return "forgotten" if self.forgotten else "left" if self.left_at else "active"
 
     @property
     def active(self) -> bool:
@@ -246,6 +253,7 @@ class Model:
             GiveFeedback: self._feedback,
             EndPair: self._end_pair,
             Leave: self._leave,
+            Forget: self._forget,
             SetConfig: self._config,
         }[type(cmd)]
         return handler(cmd)
@@ -446,6 +454,18 @@ class Model:
         person.left_at = c.at
         return [*(("pair_ended", f"pair:{pid}") for pid, _ in ending),
                 ("left", f"person:{c.person_id}")]  # fmt: skip
+
+    def _forget(self, c: Forget) -> list[tuple[str, str]]:
+        person = self.people.get(c.person_id)
+        refuse_unless(person is not None and not person.forgotten, "forgotten once, if present")
+        events: list[tuple[str, str]] = []
+        if person.active:  # an erasure request takes an active person out first
+            events = self._leave(Leave(person_id=c.person_id, reason="erasure request", at=c.at))
+        else:
+            refuse_unless(c.at >= person.left_at, "not before they left")
+        person.forgotten = True
+        person.profile["name"] = person.profile["email"] = "[erased]"
+        return [*events, ("forgotten", f"person:{c.person_id}")]
 
     def _config(self, c: SetConfig) -> list[tuple[str, str]]:
         refuse_unless(bool(_KEY.fullmatch(c.key)), "a dotted lower-case key")
@@ -942,6 +962,15 @@ class ProgramMachine(RuleBasedStateMachine):
             )
         )
 
+    @rule(data=st.data())
+    def forget(self, data: st.DataObject) -> None:
+        """Someone is forgotten: present (they leave first), gone, or already forgotten."""
+        m = self.model
+        person_id = self._prefer(data, sorted(m.people), "person")
+        theirs = [q for q in m.pairs.values() if person_id in (q.mentor, q.mentee)]
+        near = {d for q in theirs for d in (q.paired_at, q.ended_at, q.last_activity) if d}
+        self.run(Forget(person_id=person_id, at=self.when(data, near)))
+
     @rule(
         key=one_of_values(CONFIG_KEYS, BAD_CONFIG_KEYS),
         value=one_of_values(CONFIG_VALUES, BAD_CONFIG_VALUES),
@@ -1011,8 +1040,7 @@ class ProgramMachine(RuleBasedStateMachine):
             p for p, person in m.people.items() if person.active
         }
         assert people == {
-            pid: ("active" if p.active else "left", p.joined_at, p.left_at, p.profile)
-            for pid, p in m.people.items()
+            pid: (p.status, p.joined_at, p.left_at, p.profile) for pid, p in m.people.items()
         }
         pairs = self.reader.rows(
             "SELECT p.pair_id, mentor_id, mentee_id, status, paired_at, ended_at,"
