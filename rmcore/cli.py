@@ -53,6 +53,19 @@ def user_errors() -> tuple[type[Exception], ...]:
 class RmcoreGroup(click.Group):
     """A group that turns refusals into ``Error: ...`` on stderr and exit 1, no traceback."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Refuse arguments that are not text (bytes a terminal could not decode)."""
+        for arg in args:
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                shown = arg.encode("utf-8", "backslashreplace").decode("ascii", "replace")
+                raise click.ClickException(
+                    f"the argument '{shown}' is not valid UTF-8 text (character "
+                    f"{exc.start + 1}); set the terminal or the calling script to UTF-8"
+                ) from None
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         """Run the subcommand, translating user-facing errors."""
         try:
@@ -144,7 +157,7 @@ pass_app = click.make_pass_decorator(App)
     envvar="RMCORE_DB",
     default="rmcore.db",
     show_default=True,
-    type=click.Path(dir_okay=False),
+    type=click.Path(dir_okay=False, readable=False),
     help="The SQLite database file (env RMCORE_DB).",
 )
 @click.option(
@@ -216,10 +229,19 @@ def config() -> None:
 
 def parse_value(raw: str) -> Any:
     """A JSON value if the text is one (2.5, true, ["a"]), else the text itself."""
+
+    def not_finite(name: str) -> Any:
+        raise click.BadParameter(f"{name} is not a number a setting can hold", param_hint="VALUE")
+
     try:
-        return json.loads(raw)
+        value = json.loads(raw, parse_constant=not_finite)
+    except RecursionError:
+        raise click.BadParameter("the JSON is nested too deeply", param_hint="VALUE") from None
     except ValueError:
         return raw
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        not_finite(raw)
+    return value
 
 
 @config.command("set")
@@ -525,7 +547,8 @@ def pairs(app: App, status: str, fmt: str | None) -> None:
 
 
 @cli.command()
-@click.option("--since", type=int, default=0, show_default=True, help="Only events after POS.")
+@click.option("--since", type=click.IntRange(0, 2**63 - 1), default=0, show_default=True,
+              help="Only events after POS.")  # fmt: skip
 @click.option("--type", "types", multiple=True, help="Only events of this type; repeatable.")
 @click.option(
     "--stream", "streams", multiple=True, help="Only this stream (person:ID, pair:ID); repeatable."

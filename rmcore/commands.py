@@ -80,6 +80,7 @@ PERSON_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 EMAIL = re.compile(r"^[^@\s\"<>(),;:\\\[\]]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 CONFIG_KEY = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
 SECRET_WORDS = {"password", "passwd", "secret", "token", "apikey", "credential", "credentials"}
+_NOT_TEXT = re.compile(r"[\ud800-\udfff]")  # lone surrogates: undecodable input bytes
 _ONE_LINE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
 _MULTILINE_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 MODES = ("virtual", "in_person")
@@ -205,6 +206,8 @@ def check_text(
     """Refuse empty required text, control characters, and text over ``limit`` chars."""
     if required and not value.strip():
         raise DomainError(f"{label} is required")
+    if _NOT_TEXT.search(value):
+        raise DomainError(f"{label} is not valid UTF-8 text")
     if len(value) > limit:
         raise DomainError(f"{label} is longer than {limit} characters")
     forbidden = _MULTILINE_FORBIDDEN if multiline else _ONE_LINE_FORBIDDEN

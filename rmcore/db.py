@@ -43,7 +43,11 @@ def connect(path: str | os.PathLike, *, create: bool = False) -> sqlite3.Connect
         )
     path = Path(path)
     if str(path) != ":memory:":
-        if not path.exists():
+        try:
+            exists, is_dir = path.exists(), path.is_dir()
+        except OSError as exc:  # e.g. a folder on the way that this user may not enter
+            raise DatabaseError(f"cannot open {path}: {exc.strerror}") from exc
+        if not exists:
             if not create:
                 raise DatabaseError(f"no database at {path}; create one with `rmcore init`")
             try:
@@ -52,12 +56,12 @@ def connect(path: str | os.PathLike, *, create: bool = False) -> sqlite3.Connect
                 pass
             except OSError as exc:
                 raise DatabaseError(f"cannot create {path}: {exc.strerror}") from exc
-        elif path.is_dir():
+        elif is_dir:
             raise DatabaseError(f"{path} is a folder, not a database file")
     try:
         conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
     except sqlite3.Error as exc:
-        raise DatabaseError(f"cannot open {path}: {exc}") from exc
+        raise open_error(path, exc) from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if str(path) != ":memory:":
@@ -69,11 +73,34 @@ def connect(path: str | os.PathLike, *, create: bool = False) -> sqlite3.Connect
         conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise DatabaseError(f"cannot open {path}: {exc}") from exc
+        raise open_error(path, exc) from exc
     except DatabaseError:
         conn.close()
         raise
     return conn
+
+
+def open_error(path: Path, exc: sqlite3.Error) -> DatabaseError:
+    """SQLite's reason for failing to open ``path``, with what it means for the operator."""
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    if name == "SQLITE_READONLY_DIRECTORY":
+        hint = (
+            f"this user may not create files in {path.parent}, and SQLite needs "
+            f"{path.name}-wal and {path.name}-shm beside the database"
+        )
+    elif name.startswith("SQLITE_READONLY"):
+        hint = "the file is read-only for this user"
+    elif name.startswith(("SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_AUTH")):
+        hint = "check that this user may read and write the file and its folder"
+    elif name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB":
+        hint = "the file is damaged or not an rmcore database; restore it from a backup"
+    elif name == "SQLITE_FULL":
+        hint = "the disk is full"
+    elif name.startswith("SQLITE_IOERR"):
+        hint = "the operating system could not read or write the file"
+    else:
+        hint = ""
+    return DatabaseError(f"cannot open {path}: {exc}" + (f" ({hint})" if hint else ""))
 
 
 def check_is_rmcore(conn: sqlite3.Connection, path: str | os.PathLike, *, creating: bool) -> None:
@@ -81,7 +108,7 @@ def check_is_rmcore(conn: sqlite3.Connection, path: str | os.PathLike, *, creati
     try:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     except sqlite3.DatabaseError as exc:
-        raise DatabaseError(f"cannot open {path}: {exc}") from exc
+        raise open_error(Path(path), exc) from exc
     if "events" in tables:
         return
     if tables - {"sqlite_sequence"}:
@@ -90,7 +117,10 @@ def check_is_rmcore(conn: sqlite3.Connection, path: str | os.PathLike, *, creati
         )
     if not creating:
         raise DatabaseError(f"{path} is not an rmcore database yet; create it with `rmcore init`")
-    os.chmod(path, 0o600)  # an empty file becoming the log: owner-only, like a new one
+    try:
+        os.chmod(path, 0o600)  # an empty file becoming the log: owner-only, like a new one
+    except OSError as exc:
+        raise DatabaseError(f"cannot make {path} owner-only: {exc.strerror}") from exc
 
 
 def _fingerprint(sets: Mapping[str, MigrationSteps]) -> int:

@@ -126,6 +126,7 @@ class Engine:
         self.store = SQLiteEventStore(conn)
         self.keyring = Keyring(conn)
         self.keyring.register_sql(conn)
+        self.store.on_rollback.append(self.keyring.drop_cache)
         self.projector = Projector(conn, self.registry)
         self.snapshot = queries.snapshot_of(conn)
 

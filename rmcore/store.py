@@ -20,7 +20,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, NamedTuple
@@ -261,6 +261,9 @@ class SQLiteEventStore:
         # it left behind: any other writer moves the head and the cache is dropped.
         self._versions: dict[tuple[str, str], int] = {}
         self._versions_head: str | None = None
+        # Called after a rollback, so that in-memory state written in the transaction
+        # (such as new subject keys) is forgotten with it.
+        self.on_rollback: list[Callable[[], None]] = []
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -274,6 +277,8 @@ class SQLiteEventStore:
             self._versions_head = None
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
+            for forget_state in self.on_rollback:
+                forget_state()
             raise
         else:
             self.conn.execute("COMMIT")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,7 +66,9 @@ def export_log(
     digest = hashlib.sha256()
     count = 0
     head = engine.store.head()[0]
-    with out.open("w", encoding="utf-8") as handle:
+    # Owner-only, like the database: an export names people by id and holds their profiles.
+    with os.fdopen(os.open(out, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), "w",
+                   encoding="utf-8") as handle:  # fmt: skip
         header = {"format": FORMAT, "version": VERSION, "program": program,
                   "exported_at": utc_now(), "source_head": head}  # fmt: skip
         handle.write(json.dumps(header) + "\n")

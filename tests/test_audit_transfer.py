@@ -131,9 +131,12 @@ def test_without_its_key_file_an_import_keeps_the_chain_but_cannot_read_names(
     assert [p["role"] for p in people] == [p["role"] for p in listing(run_cli, populated_db)[0]]
 
 
-def test_the_key_file_is_readable_by_its_owner_only(populated_db: Path, run_cli, tmp_path):
+def test_the_export_and_its_key_file_are_readable_by_their_owner_only(
+    populated_db: Path, run_cli, tmp_path
+):
     file = tmp_path / "program.jsonl"
     export(run_cli, file)
+    assert file.stat().st_mode & 0o777 == 0o600
     assert keys_of(file).stat().st_mode & 0o777 == 0o600
 
 
