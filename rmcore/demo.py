@@ -5,11 +5,16 @@ an HR export (CSV) and imported; the installed matching strategy pairs people; m
 of sessions and feedback are then simulated with realistic variation (pairs that
 thrive, pairs that stall, a few leavers, feedback sometimes missing) and recorded as
 commands, so every rule applies. The same seed always gives the same program.
+
+Once the months are simulated, the HR export is written again as HR would send it that
+day: the people still in the program, as the program knows them. Importing it back into
+the demo records nothing; importing it into a new database starts a program with them.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -21,6 +26,7 @@ from rmcore import queries
 from rmcore.commands import EndPair, GiveFeedback, Leave, RecordSession
 from rmcore.engine import Engine
 from rmcore.importer import import_people
+from rmcore.model import Person
 from rmcore.when import OCCURRED_FORMAT
 
 DEPARTMENTS = (
@@ -52,6 +58,10 @@ LAST_NAMES = (
     "Costa", "Novak", "Adeyemi", "Jensen", "Patel", "Kim", "Murphy", "Schmidt", "Ali",
 )  # fmt: skip
 STAGES = ("early-career", "mid-career", "tenured")
+EXPORT_COLUMNS = (
+    "person_id", "name", "email", "role", "generation", "department", "manager_id",
+    "timezone", "skills_offered", "skills_sought", "goals", "capacity", "joined_at",
+)  # fmt: skip
 
 
 @frozen
@@ -65,6 +75,7 @@ class DemoSummary:
     left: int
     events: int
     export: Path
+    exported: int
     start: str
     end: str
 
@@ -80,8 +91,9 @@ def _weighted(rng: random.Random, table: tuple[tuple[str, int], ...], k: int) ->
     return chosen
 
 
-def write_organisation(path: Path, people: int, rng: random.Random, start: datetime) -> None:
-    """An HR export of ``people`` employees, in the import format (docs/import.md)."""
+def write_organisation(path: Path, people: int, rng: random.Random, start: datetime) -> list[str]:
+    """An HR export of ``people`` employees, in the import format (docs/import.md);
+    returns their ids in the file's order."""
     rows = []
     used: set[str] = set()
     for i in range(people):
@@ -125,9 +137,37 @@ def write_organisation(path: Path, people: int, rng: random.Random, start: datet
         if row["generation"] != "tenured" and candidates and rng.random() < 0.7:
             row["manager_id"] = rng.choice(candidates)
     with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["person_id"])
+        writer = csv.DictWriter(handle, fieldnames=EXPORT_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
+    return [row["person_id"] for row in rows]
+
+
+def write_active_people(engine: Engine, program: str, path: Path, order: list[str]) -> int:
+    """Rewrite the HR export with the people still in the program, as the read model holds
+    them, in ``order`` (ids missing from it last); returns how many rows it wrote."""
+    rank = {person_id: i for i, person_id in enumerate(order)}
+    people = sorted(
+        queries.people(engine.conn, program, status="active"),
+        key=lambda p: (rank.get(p.person_id, len(rank)), p.person_id),
+    )
+    partial = path.with_name(f"{path.name}.partial")
+    with partial.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(EXPORT_COLUMNS)
+        writer.writerows(_export_row(person) for person in people)
+    os.replace(partial, path)
+    return len(people)
+
+
+def _export_row(person: Person) -> tuple:
+    """One person in the import format: lists joined by ';', no manager as an empty cell."""
+    return (
+        person.person_id, person.name, person.email, person.role, person.generation,
+        person.department, person.manager_id or "", person.timezone,
+        ";".join(person.skills_offered), ";".join(person.skills_sought),
+        ";".join(person.goals), person.capacity, person.joined_at,
+    )  # fmt: skip
 
 
 def _at(moment: datetime) -> str:
@@ -232,16 +272,18 @@ def build_demo(
     match: Callable[[Engine, str, str], int],
     today: datetime | None = None,
 ) -> DemoSummary:
-    """Build the whole demo program in ``engine``'s database."""
+    """Build the whole demo program in ``engine``'s database; ``export`` ends up holding
+    the HR export of the people still in it."""
     rng = random.Random(seed)
     end = (today or datetime.now(timezone.utc)).replace(minute=0, second=0, microsecond=0)
     end = end - timedelta(hours=1)
     start = end - timedelta(days=round(months * 30.4))
-    write_organisation(export, people, rng, start)
+    order = write_organisation(export, people, rng, start)
     import_people(engine, program, export, actor=actor, at=_at(start))
     pairs = match(engine, program, _at(start + timedelta(days=14)))
     sessions, feedback, left = simulate(engine, program, start=start, end=end, rng=rng,
                                         actor=actor)  # fmt: skip
+    exported = write_active_people(engine, program, export, order)
     return DemoSummary(
         people=people,
         pairs=pairs,
@@ -250,6 +292,7 @@ def build_demo(
         left=left,
         events=engine.store.head()[0],
         export=export,
+        exported=exported,
         start=_at(start),
         end=_at(end),
     )

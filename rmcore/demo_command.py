@@ -19,7 +19,7 @@ NEXT_STEPS = (
     ("rmcore --db {db} report --out report.html", "a printable report with charts"),
     ("rmcore --db {db} verify", "prove nobody rewrote the log"),
     ("rmcore --db new.db init", "then start your own program"),
-    ("rmcore --db new.db import {export}", "from the same HR export"),
+    ("rmcore --db new.db import {export}", "from the demo's HR export"),
 )
 
 
@@ -66,7 +66,7 @@ def demo(app, people: int, months: int, seed: int, force: bool) -> None:
         f"Built program '{app.program}' in {db}: {summary.people} people, {summary.pairs} pairs, "
         f"{summary.sessions} sessions, {summary.feedback} feedback, {summary.left} leavers "
         f"({summary.events} events, {summary.start[:10]} to {summary.end[:10]}).\n"
-        f"The HR export it imported is {export}.\n"
+        f"The HR export of its {summary.exported} active people is {export}.\n"
     )
     kpis = collect_kpis(engine, app.program, summary.end)
     write_rows(

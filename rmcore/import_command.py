@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from rmcore.options import Silent, at_option, count_lines, idempotency_option, progress_bar
+from rmcore.options import Silent, at_option, idempotency_option, progress_bar
 
 
 @click.command("import")
@@ -22,7 +24,7 @@ def import_command(app, file, ignore_extra, leave_missing, quiet, at, idempotenc
     from rmcore.importer import ImportRefused, import_people
 
     engine = app.engine()
-    bar_context = Silent() if quiet else progress_bar("Importing", count_lines(file))
+    bar_context = Silent() if quiet else _progress(file)
     with bar_context as bar:
         try:
             result = import_people(
@@ -38,8 +40,26 @@ def import_command(app, file, ignore_extra, leave_missing, quiet, at, idempotenc
             )
         except ImportRefused as exc:
             raise click.ClickException(str(exc)) from None
-    if not quiet:
+    if quiet:
+        return
+    if result.duplicate:
+        where = f" at position {result.first_position}" if result.first_position else ""
+        click.echo(f"Already recorded{where} (same idempotency key); nothing appended.")
+    else:
         click.echo(
             f"Imported {result.rows} rows: {result.joined} joined, {result.updated} updated, "
             f"{result.unchanged} unchanged, {result.left} left ({result.events} events)."
         )
+
+
+def _progress(file: str):
+    """A progress bar as long as the file's data rows, counted only when a terminal shows it."""
+    if not sys.stderr.isatty():
+        return Silent()
+    from rmcore.importer import count_rows
+
+    try:
+        rows = count_rows(file)
+    except OSError:
+        rows = 0  # the import itself says what is wrong with the file
+    return progress_bar("Importing", rows)

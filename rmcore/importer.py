@@ -5,9 +5,23 @@ changed get a ``profile_updated`` event with only the changed fields; unchanged 
 record nothing, so importing the same file twice appends nothing. With
 ``leave_missing``, active people absent from the file leave the program.
 
-The file is read once, as a stream, inside one write transaction: events are appended
-and projected in chunks as rows are accepted, and if any row is bad the transaction is
-rolled back, so nothing is appended and memory stays flat whatever the file's size.
+The file is read once, as a stream, inside one write transaction, ``CHUNK`` rows at a
+time: the people of a chunk already in the program are looked up in a few queries, its
+rows are checked, and its events are appended and folded into the read models before
+the next chunk is read. Once a row is refused, the rest of the file is still checked,
+so that every problem is listed, but nothing more is appended, and the transaction is
+rolled back at the end: nothing is imported. What the import keeps for the whole file
+is each person id and its line (to refuse an id given twice and, with
+``leave_missing``, to know who is missing); rows are dropped once their chunk is done,
+and SQLite's page cache is held to ``IMPORT_CACHE_KIB`` meanwhile.
+
+Rows are checked against the rules of :mod:`rmcore.commands`. A plain text cell (the
+usual case) is checked inline by the same conditions; anything else (a control
+character, a value out of range, a JSON number or list) goes through the rules' own
+functions, so the outcome and the message are theirs. New people's ``joined`` payloads
+are written directly in canonical form, their name and email sealed by the engine's
+keyring, and their read-model rows inserted as built; profile changes and leavers go
+through :func:`rmcore.commands.decide` and the unit of work like any other command.
 """
 
 from __future__ import annotations
@@ -17,23 +31,38 @@ import hashlib
 import json
 import re
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
+from contextlib import contextmanager
+from json.encoder import encode_basestring
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import attrs
 from attrs import frozen
 
-from rmcore import queries
-from rmcore.commands import PROFILE_FIELDS, DomainError, Join, Leave, UpdateProfile, decide
-from rmcore.engine import Engine
-from rmcore.events import Joined, ProfileUpdated
-from rmcore.model import Person
+from rmcore.commands import (
+    EMAIL,
+    MAX_CAPACITY,
+    PERSON_ID,
+    PROFILE_FIELDS,
+    DomainError,
+    Leave,
+    UpdateProfile,
+    check_person_id,
+    decide,
+    profile_value,
+)
+from rmcore.engine import Engine, UnitOfWork
+from rmcore.events import ProfileUpdated
+from rmcore.model import ROLES, Person
 from rmcore.queries import SqlState
 from rmcore.when import WhenError, parse_occurred
 
 MAX_LISTED_ERRORS = 50
-CHUNK = 2000
+CHUNK = 5000
+IMPORT_CACHE_KIB = 16 * 1024  # SQLite page cache while importing (see _page_cache)
+PROGRESS_STEP = 1000
 SKILL_SEPARATOR = ";"
 
 # Accepted header names for each field (compared lower-case, spaces and hyphens as "_").
@@ -58,6 +87,33 @@ COLUMNS: dict[str, tuple[str, ...]] = {
 REQUIRED = ("person_id", "name", "email", "role")
 LIST_FIELDS = ("skills_offered", "skills_sought", "goals")
 _ALIASES = {alias: field for field, aliases in COLUMNS.items() for alias in aliases}
+# A joining person's fields in the order the rules check them, with the value used when
+# the file has no such column (capacity comes last, its default depends on the role).
+_JOIN_DEFAULTS: dict[str, Any] = {
+    "name": "",
+    "email": "",
+    "role": "",
+    "generation": "",
+    "department": "",
+    "manager_id": None,
+    "timezone": "UTC",
+    "skills_offered": (),
+    "skills_sought": (),
+    "goals": (),
+}
+# No accepted value holds a control character, and surrogate escapes stand for bytes that
+# were not UTF-8: a row holding either is checked field by field by the rules.
+_SUSPECT = re.compile("[\x00-\x1f\x7f\udc80-\udcff]")
+_SURROGATES = re.compile("[\udc80-\udcff]")
+_CACHE_LIMIT = 10_000  # distinct dates, time zones and JSON key sets remembered per file
+_LOOKUP_BATCH = 500
+# The read-model columns compared with a row, in this order (status last).
+_PERSON_COLUMNS = (*PROFILE_FIELDS, "status")
+_PERSON_AT = {field: i for i, field in enumerate(_PERSON_COLUMNS, start=1)}
+_PEOPLE_SQL = (
+    f"SELECT person_id, {', '.join(_PERSON_COLUMNS)} FROM people"
+    " WHERE program = ? AND person_id IN ({})"
+)
 
 
 class ImportRefused(Exception):
@@ -97,82 +153,13 @@ class ImportResult:
     unchanged: int
     left: int
     events: int
+    duplicate: bool = False  # an earlier import used the same idempotency key
+    first_position: int | None = None  # of the events that earlier import appended
 
 
 def normalise_header(name: str) -> str:
     """``"Skills Offered"`` -> ``"skills_offered"``."""
     return name.strip().lower().replace(" ", "_").replace("-", "_")
-
-
-def _split(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [part.strip() for part in str(value).split(SKILL_SEPARATOR) if part.strip()]
-
-
-class _ImportState(SqlState):
-    """The rules' view during an import: people come from memory, kept current row by row."""
-
-    def __init__(self, conn: sqlite3.Connection, program: str) -> None:
-        super().__init__(conn, program)
-        self.known = {p.person_id: p for p in queries.people(conn, program, status=None)}
-
-    def person(self, person_id: str) -> Person | None:
-        """The person as of the rows accepted so far."""
-        return self.known.get(person_id)
-
-    def remember(self, event: Joined | ProfileUpdated, at: str) -> None:
-        """Reflect an accepted row in memory (the read models catch up chunk by chunk)."""
-        if isinstance(event, Joined):
-            fields = {name: getattr(event, name) for name in PROFILE_FIELDS}
-            self.known[event.person_id] = Person(person_id=event.person_id, joined_at=at, **fields)
-        else:
-            person = self.known[event.person_id]
-            self.known[event.person_id] = attrs.evolve(person, **event.changes)
-
-
-_SURROGATES = re.compile("[\udc80-\udcff]")
-
-
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """``(line number, row)`` from a CSV or JSON-lines file, streamed; a str row is an error.
-
-    Bytes that are not UTF-8 are kept as surrogates and reported with their line and column.
-    """
-    with path.open(encoding="utf-8-sig", errors="surrogateescape", newline="") as text:
-        first = text.read(1)
-        text.seek(0)
-        jsonl = path.suffix.lower() in (".jsonl", ".ndjson") or first == "{"
-        yield from (_jsonl_rows(text) if jsonl else _csv_rows(text))
-
-
-def _csv_rows(text) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    reader = csv.reader(text)
-    header = next(reader, None)
-    if header is None:
-        return
-    yield 1, {"": header}
-    width = len(header)
-    for cells in reader:
-        if len(cells) != width:
-            if any(cell.strip() for cell in cells):
-                yield reader.line_num, f"the row has {len(cells)} fields, the header has {width}"
-            continue
-        yield reader.line_num, dict(zip(header, cells))
-
-
-def _jsonl_rows(text) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    for number, line in enumerate(text, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield number, f"the line is not valid JSON ({exc.msg})"
-            continue
-        yield number, row if isinstance(row, dict) else "the line is not a JSON object"
 
 
 def map_columns(names: list[str], ignore_extra: bool) -> tuple[dict[str, str], list[tuple]]:
@@ -196,8 +183,146 @@ def map_columns(names: list[str], ignore_extra: bool) -> tuple[dict[str, str], l
     return mapping, problems
 
 
+# -- reading the file ------------------------------------------------------------------------
+
+
+class _Header(list):
+    """The header record: the column names as the file gives them."""
+
+
+def _records(path: Path) -> Iterator[tuple[int, Any]]:
+    """``(line, record)`` from a CSV or JSON-lines file, streamed; the line is where the
+    record starts.
+
+    A record is a :class:`_Header`, a CSV row (list of cells), a JSON object (dict) or a
+    str saying why it cannot be read. An empty or blank file yields a header without
+    columns. Bytes that are not UTF-8 are kept as surrogate escapes, for the checks to
+    report with their line and column.
+    """
+    with _open(path) as text:
+        yield from (_jsonl_records(text) if _is_jsonl(path, text) else _csv_records(text))
+
+
+def _open(path: Path):
+    return path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+def _is_jsonl(path: Path, text) -> bool:
+    """JSON lines by the extension or a first character ``{``; CSV otherwise."""
+    first = text.read(1)
+    text.seek(0)
+    return path.suffix.lower() in (".jsonl", ".ndjson") or first == "{"
+
+
+def _csv_records(text) -> Iterator[tuple[int, Any]]:
+    reader = csv.reader(text)
+    width = None
+    end = 0
+    for cells in reader:
+        start, end = end + 1, reader.line_num
+        if width is None:
+            if any(cell.strip() for cell in cells):  # blank lines before the header are skipped
+                width = len(cells)
+                yield start, _Header(cells)
+        elif len(cells) == width:
+            yield start, cells
+        elif any(cell.strip() for cell in cells):
+            yield start, f"the row has {len(cells)} fields, the header has {width}"
+    if width is None:
+        yield 1, _Header()
+
+
+def _jsonl_records(text) -> Iterator[tuple[int, Any]]:
+    empty = True
+    for number, line in enumerate(text, start=1):
+        if not line.strip():
+            continue
+        empty = False
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield number, f"the line is not valid JSON ({exc.msg})"
+            continue
+        yield number, row if isinstance(row, dict) else "the line is not a JSON object"
+    if empty:
+        yield 1, _Header()
+
+
+def count_rows(path: str | Path) -> int:
+    """How many data rows an import of the file reads (for a progress bar's length)."""
+    path = Path(path)
+    with _open(path) as text:
+        if _is_jsonl(path, text):
+            return sum(1 for line in text if line.strip())
+    return sum(1 for _, record in _records(path) if not isinstance(record, _Header))
+
+
+class _Layout:
+    """Where a file's (or a JSON key set's) fields are, and how to pick their values."""
+
+    def __init__(self, mapping: dict[str, str], keys: list, *, text: bool) -> None:
+        self.columns = list(mapping)  # mapped columns in file order; keys[i] picks columns[i]
+        self.text = text  # every value is a str (CSV)
+        fields = [mapping[column] for column in self.columns]
+        self.index = {field: i for i, field in enumerate(fields)}
+        self.column_of = dict(zip(fields, self.columns))
+        getter = itemgetter(*keys) if keys else None
+        self.pick: Callable[[Any], tuple] = (
+            getter if len(keys) > 1 else lambda record: (getter(record),) if getter else ()
+        )
+        self.join_fields = [(field, self.index.get(field)) for field in _JOIN_DEFAULTS]
+        self.given = [(field, i) for field, i in self.index.items() if field in PROFILE_FIELDS]
+        if text:  # a CSV row gets an empty cell appended, which stands for absent columns
+            at = dict(zip(fields, keys))
+            self._fixed = itemgetter(*(at.get(field, -1) for field in _JOIN_DEFAULTS))
+        else:
+            self._fixed = itemgetter(*(self.index.get(field, -1) for field in _JOIN_DEFAULTS))
+
+    def fixed(self, record: Any, values: tuple) -> tuple:
+        """The raw values of every profile field but capacity, in the rules' order, an
+        absent column as an empty cell (which the rules read as its default)."""
+        if self.text:
+            record.append("")
+            return self._fixed(record)
+        return self._fixed((*values, ""))
+
+    def column(self, field: str) -> str:
+        """The file's name for a field."""
+        return self.column_of.get(field, field)
+
+
+def _csv_layout(header: list[str], ignore_extra: bool) -> tuple[_Layout, list[tuple]]:
+    mapping, problems = map_columns(header, ignore_extra)
+    positions, taken = [], set()
+    for i, name in enumerate(header):
+        if name in mapping and name not in taken:
+            taken.add(name)
+            positions.append(i)
+    return _Layout(mapping, positions, text=True), problems
+
+
+# -- checking values -----------------------------------------------------------------------
+
+
+class _Problem(Exception):
+    """A row is refused: the column at fault (if any) and why."""
+
+    def __init__(self, column: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.column = column
+        self.reason = reason
+
+
+def _split(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [part.strip() for part in str(value).split(SKILL_SEPARATOR) if part.strip()]
+
+
 def _convert(field: str, value: Any) -> Any:
-    """A cell as the command expects it: lists split on ';', capacity as an integer."""
+    """A cell as the rules expect it: lists split on ';', capacity as an integer."""
     if field in LIST_FIELDS:
         return _split(value)
     if field == "capacity":
@@ -214,6 +339,107 @@ def _convert(field: str, value: Any) -> Any:
     return "" if value is None else str(value)
 
 
+class _Zones:
+    """The time zone names the rules accept, remembered as they are met (``in`` checks)."""
+
+    def __init__(self) -> None:
+        self.valid = {"UTC"}
+
+    def __contains__(self, name: object) -> bool:
+        if name in self.valid:
+            return True
+        try:
+            profile_value("", "timezone", name)
+        except DomainError:
+            return False
+        if len(self.valid) < _CACHE_LIMIT:
+            self.valid.add(name)
+        return True
+
+
+def _plain_profile(
+    fixed: tuple, person_id: str, timezones: Container[str]
+) -> dict[str, Any] | None:
+    """The profile (every field but capacity) of a row of plain text, without control
+    characters, when inline checks can vouch that ``profile_value`` accepts each value and
+    normalises it so; None when only the rules can tell."""
+    name, email, role, generation, department, manager, timezone, offered, sought, goals = fixed
+    name, email, role = name.strip(), email.strip(), role.strip()
+    generation, department, timezone = generation.strip(), department.strip(), timezone.strip()
+    timezone = timezone or "UTC"
+    if not (
+        name
+        and len(name) <= 200
+        and role in ROLES
+        and len(generation) <= 100
+        and len(department) <= 100
+        and timezone in timezones
+        and len(email) <= 254
+        and EMAIL.fullmatch(email)
+    ):
+        return None
+    if not manager:
+        manager = None
+    elif manager == person_id or not PERSON_ID.fullmatch(manager):
+        return None
+    lists = []
+    for raw in (offered, sought, goals):
+        items = tuple(filter(None, map(str.strip, raw.split(SKILL_SEPARATOR)))) if raw else ()
+        # Up to 100 characters hold at most 50 items of at most 100 characters each.
+        if len(raw) > 100 and (len(items) > 50 or any(len(item) > 100 for item in items)):
+            return None
+        lists.append(items)
+    return {
+        "name": name,
+        "email": email,
+        "role": role,
+        "generation": generation,
+        "department": department,
+        "manager_id": manager,
+        "timezone": timezone,
+        "skills_offered": lists[0],
+        "skills_sought": lists[1],
+        "goals": lists[2],
+    }
+
+
+# -- canonical payloads --------------------------------------------------------------------
+
+
+def _json_list(values: tuple[str, ...]) -> str:
+    """Checked items (no control characters) as a canonical JSON array."""
+    if not values:
+        return "[]"
+    text = '","'.join(values)
+    if "\\" not in text and text.count('"') == 2 * len(values) - 2:
+        return f'["{text}"]'  # nothing to escape
+    return "[" + ",".join(map(encode_basestring, values)) + "]"
+
+
+def joined_payload(person_id: str, profile: dict[str, Any], lists: tuple[str, str, str]) -> str:
+    """The canonical JSON of a ``joined`` event, as ``canonical_json`` gives it, written
+    directly: ``profile`` holds every profile field, normalised, as stored, and ``lists``
+    the JSON of skills offered, skills sought and goals."""
+    manager = profile["manager_id"]
+    return (
+        f'{{"capacity":{profile["capacity"]:d},'
+        f'"department":{encode_basestring(profile["department"])},'
+        f'"email":{encode_basestring(profile["email"])},'
+        f'"generation":{encode_basestring(profile["generation"])},'
+        f'"goals":{lists[2]},'
+        f'"manager_id":{"null" if manager is None else encode_basestring(manager)},'
+        f'"name":{encode_basestring(profile["name"])},'
+        f'"person_id":{encode_basestring(person_id)},'
+        f'"role":{encode_basestring(profile["role"])},'
+        f'"skills_offered":{lists[0]},'
+        f'"skills_sought":{lists[1]},'
+        f'"timezone":{encode_basestring(profile["timezone"])}}}'
+    )
+
+
+# -- the import ----------------------------------------------------------------------------
+
+
 class _Errors:
     """Problems found so far: every one counted, the first MAX_LISTED_ERRORS kept."""
 
@@ -226,6 +452,270 @@ class _Errors:
         self.count += 1
         if len(self.listed) < MAX_LISTED_ERRORS:
             self.listed.append(RowError(line, column, reason))
+
+
+class _ImportState(SqlState):
+    """The rules' view during an import: the read models, and the profile changes of rows
+    accepted but not appended yet."""
+
+    def __init__(self, conn: sqlite3.Connection, program: str) -> None:
+        super().__init__(conn, program)
+        self.pending: dict[str, Person] = {}
+
+    def person(self, person_id: str) -> Person | None:
+        """The person as of the rows accepted so far."""
+        pending = self.pending.get(person_id)
+        return pending if pending is not None else super().person(person_id)
+
+
+class _Import:
+    """One import in progress, inside its unit of work."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        unit: UnitOfWork,
+        program: str,
+        at: str,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self.engine = engine
+        self.progress = progress
+        self.unit = unit
+        self.program = program
+        self.default_at = at
+        self.state = _ImportState(engine.conn, program)
+        self.timezones = _Zones()
+        self.errors = _Errors()
+        self.seen: dict[str, int] = {}  # person id -> its line
+        self.dates: dict[str, str] = {}
+        self.counts = {"joined": 0, "updated": 0, "unchanged": 0, "left": 0}
+        self.rows = 0
+        self.appended = 0  # events of new people (the unit counts the others)
+        self.known: dict[str, tuple] = {}  # the chunk's people already in the program
+        self.joins: list[tuple[str, str, dict[str, Any]]] = []  # (person id, at, profile)
+        # Without anyone in the program yet, nobody in the file can be in it already.
+        self.anyone = (
+            engine.conn.execute("SELECT 1 FROM people WHERE program = ? LIMIT 1", (program,))
+            .fetchone() is not None
+        )  # fmt: skip
+
+    def chunk(self, rows: list[tuple[int, _Layout | None, Any]]) -> None:
+        """Check rows ``(line, layout, values)`` (a str for a record that could not be read)
+        and append what they change while the file has no problem."""
+        self.known = self._lookup(rows) if self.anyone else {}
+        progress = self.progress
+        for done, (line, layout, record) in enumerate(rows, start=1):
+            if progress and done % PROGRESS_STEP == 0:
+                progress(PROGRESS_STEP)
+            if layout is None:  # a record that could not be read, or a JSON row's keys
+                for column, reason in record:
+                    self.errors.add(line, column, reason)
+                continue
+            self.rows += 1
+            try:
+                self._row(line, layout, record)
+            except _Problem as problem:
+                self.errors.add(line, problem.column, problem.reason)
+        if progress and len(rows) % PROGRESS_STEP:
+            progress(len(rows) % PROGRESS_STEP)
+        self.flush()
+
+    def _lookup(self, rows: list[tuple[int, _Layout | None, Any]]) -> dict[str, tuple]:
+        """The chunk's people already in the program, as read-model rows."""
+        ids = sorted({
+            str(layout.pick(record)[layout.index["person_id"]]).strip()
+            for _, layout, record in rows
+            if layout is not None
+        })  # fmt: skip
+        found = {}
+        for start in range(0, len(ids), _LOOKUP_BATCH):
+            batch = ids[start : start + _LOOKUP_BATCH]
+            sql = _PEOPLE_SQL.format(", ".join("?" * len(batch)))
+            for row in self.engine.conn.execute(sql, (self.program, *batch)):
+                found[row[0]] = row
+        return found
+
+    def flush(self) -> None:
+        """Append the accepted rows' events in file order, unless a row was refused."""
+        if self.errors.count:
+            self.joins.clear()
+            return
+        if self.unit.pending:
+            self.unit.flush()
+            self.state.pending.clear()
+        if self.joins:
+            self._append_joins()
+
+    def _row(self, line: int, layout: _Layout, record: Any) -> None:
+        """Check one row, in the order of the rules, and queue what it changes."""
+        values = layout.pick(record)
+        plain = False
+        if layout.text or all(type(value) is str for value in values):
+            text = "".join(values)
+            plain = text.isprintable() or not _SUSPECT.search(text)  # the first is quicker
+        if not plain:
+            for column, value in zip(layout.columns, values):
+                if isinstance(value, str) and _SURROGATES.search(value):
+                    raise _Problem(column, "is not valid UTF-8 text")
+        index = layout.index
+        for field in REQUIRED:
+            if values[index[field]] in (None, ""):
+                raise _Problem(layout.column(field), "is empty")
+        person_id = str(values[index["person_id"]]).strip()
+        first = self.seen.get(person_id)
+        if first is not None:
+            raise _Problem(
+                layout.column("person_id"), f"{person_id} already appears on line {first}"
+            )
+        self.seen[person_id] = line
+        at = self.default_at
+        i = index.get("joined_at")
+        if i is not None and values[i] not in (None, ""):
+            at = self._when(str(values[i]), layout)
+        i = index.get("capacity")
+        capacity = None
+        if i is not None:
+            try:
+                capacity = _convert("capacity", values[i])
+            except DomainError as exc:
+                raise _Problem(layout.column("capacity"), str(exc)) from None
+        profile = None
+        if plain:
+            profile = _plain_profile(layout.fixed(record, values), person_id, self.timezones)
+        existing = self.known.get(person_id)
+        try:
+            if existing is None:
+                self._join(person_id, at, layout, values, capacity, profile)
+            else:
+                self._update(existing, layout, values, capacity, profile)
+        except DomainError as exc:
+            raise _Problem(layout.column(exc.field) if exc.field else None, str(exc)) from None
+
+    def _when(self, text: str, layout: _Layout) -> str:
+        """A ``joined_at`` cell as ``occurred_at`` (the few distinct dates are remembered)."""
+        at = self.dates.get(text)
+        if at is None:
+            try:
+                at = parse_occurred(text)
+            except WhenError as exc:
+                raise _Problem(layout.column("joined_at"), str(exc)) from None
+            if len(self.dates) < _CACHE_LIMIT:
+                self.dates[text] = at
+        return at
+
+    def _join(self, person_id, at, layout, values, capacity, profile) -> None:
+        """A new person, checked as ``decide_join`` checks a Join."""
+        if not PERSON_ID.fullmatch(person_id):
+            try:
+                check_person_id(person_id)
+            except DomainError as exc:
+                exc.field = "person_id"
+                raise
+        if profile is None:
+            profile = {
+                field: default if i is None else self._value(person_id, field, values[i])
+                for (field, i), default in zip(layout.join_fields, _JOIN_DEFAULTS.values())
+            }
+        if capacity is None:
+            capacity = 1 if profile["role"] in ("mentor", "both") else 0
+        if type(capacity) is not int or not 0 <= capacity <= MAX_CAPACITY:
+            capacity = profile_value(person_id, "capacity", capacity)  # the rules' message
+        profile["capacity"] = capacity
+        self.counts["joined"] += 1
+        if not self.errors.count:
+            self.joins.append((person_id, at, profile))
+
+    def _value(self, person_id: str, field: str, raw: Any) -> Any:
+        """One profile field normalised by the rules (DomainError naming it if refused)."""
+        return profile_value(person_id, field, _convert(field, raw))
+
+    def _update(self, existing, layout, values, capacity, profile) -> None:
+        """Someone already in the program: nothing if the row matches them, else decide."""
+        active = existing[_PERSON_AT["status"]] == "active"
+        if profile is not None and active and _matches(existing, layout, profile, capacity):
+            self.counts["unchanged"] += 1
+            return
+        changes = {
+            field: capacity if field == "capacity" else _convert(field, values[i])
+            for field, i in layout.given
+        }
+        if changes.get("capacity") is None:
+            changes.pop("capacity", None)
+        command = UpdateProfile(person_id=existing[0], changes=changes, at=self.default_at)
+        events = decide(self.state, command)
+        if not events:
+            self.counts["unchanged"] += 1
+            return
+        self.counts["updated"] += 1
+        if not self.errors.count:
+            if self.joins:
+                self._append_joins()  # the log follows the file's order
+            self.unit.record(command.at, events)
+        for event in events:
+            if isinstance(event, ProfileUpdated):
+                person = self.state.person(event.person_id)
+                self.state.pending[event.person_id] = attrs.evolve(person, **event.changes)
+
+    def _append_joins(self) -> None:
+        """Append the queued ``joined`` events and insert their people rows as built."""
+        engine, program, unit = self.engine, self.program, self.unit
+        if unit.pending:
+            unit.flush()
+            self.state.pending.clear()
+        seal = engine.keyring.seal_value
+        joins = self.joins
+        events: list[Any] = [None] * len(joins)  # in the file's order
+        people = []
+        # Keys and read-model rows go in by person id: their indexes take sorted inserts
+        # much faster than random ones when the file is in no particular order.
+        for i in sorted(range(len(joins)), key=lambda i: joins[i][0]):
+            person_id, at, profile = joins[i]
+            stream = f"person:{person_id}"
+            name, email = profile["name"], profile["email"]
+            lists = (
+                _json_list(profile["skills_offered"]),
+                _json_list(profile["skills_sought"]),
+                _json_list(profile["goals"]),
+            )
+            profile["name"] = seal(program, stream, "name", name)
+            profile["email"] = seal(program, stream, "email", email)
+            if profile["name"] == name or profile["email"] == email:
+                # The keyring left a value as it was (it looks sealed already): the read
+                # model shows it as any reader of the log would.
+                name = engine.keyring.open_value(program, stream, "name", name)
+                email = engine.keyring.open_value(program, stream, "email", email)
+            events[i] = (stream, "joined", 1, at, joined_payload(person_id, profile, lists))
+            people.append((
+                program, person_id, name, email, profile["role"], profile["generation"],
+                profile["department"], profile["manager_id"], profile["timezone"],
+                *lists, profile["capacity"], "active", at,
+            ))  # fmt: skip
+        self.joins.clear()
+        stored_events = engine.store.append_encoded(
+            program, events, actor=unit.actor, idempotency_key=unit.idempotency_key,
+            recorded_at=unit.recorded_at,
+        )  # fmt: skip
+        engine.projector.apply(stored_events, people=people)
+        engine.keyring.drop_cache()  # a cipher per new person: memory stays flat
+        self.appended += len(stored_events)
+
+    def leave_missing(self) -> None:
+        """Active people absent from the file leave the program (their active pairs end)."""
+        self.flush()
+        state = SqlState(self.engine.conn, self.program)
+        active = self.engine.conn.execute(
+            "SELECT person_id FROM people WHERE program = ? AND status = 'active'"
+            " ORDER BY person_id",
+            (self.program,),
+        ).fetchall()
+        at = self.default_at
+        for (person_id,) in active:
+            if person_id not in self.seen:
+                leave = Leave(person_id=person_id, reason="missing from the HR import", at=at)
+                self.unit.record(at, decide(state, leave))
+                self.unit.flush()
+                self.counts["left"] += 1
 
 
 def import_people(
@@ -244,120 +734,109 @@ def import_people(
     path = Path(path)
     if not path.is_file():
         raise DomainError(f"no file at {path}")
-    default_at = parse_occurred(at)
-    errors = _Errors()
-    seen: dict[str, int] = {}
-    counts = {"joined": 0, "updated": 0, "unchanged": 0, "left": 0}
-    rows = 0
-    fingerprint = _file_fingerprint(path, ignore_extra, leave_missing) if idempotency_key else None
-    with engine.unit_of_work(
-        program,
-        actor=actor,
-        idempotency_key=idempotency_key,
-        keep_events=False,
-        fingerprint=fingerprint,
-    ) as unit:
-        if unit.duplicate:
-            return ImportResult(0, 0, 0, 0, 0, 0)
-        state = _ImportState(engine.conn, program)
-        mapping: dict[str, str] | None = None
-        for line, row in _rows(path):
-            if isinstance(row, str):
-                errors.add(line, None, row)
-                continue
-            if mapping is None or "" in row:
-                names = row[""] if "" in row else list(row)
-                row_mapping, problems = map_columns(names, ignore_extra)
-                for column, reason in problems:
-                    errors.add(line, column, reason)
-                if "" in row:
-                    if not set(REQUIRED) <= set(row_mapping.values()):
-                        break  # without the required columns no row can be read
-                    mapping = row_mapping
-                    continue
-                if problems:
-                    continue
-            else:
-                row_mapping = mapping
-            rows += 1
-            if progress and rows % 1000 == 0:
-                progress(1000)
-            _import_row(line, row, row_mapping, state, unit, errors, seen, counts, default_at)
-            if unit.pending >= CHUNK and not errors.count:
-                unit.flush()
-        if progress:
-            progress(rows % 1000)
-        if leave_missing and not errors.count:
-            unit.flush()
-            for person_id, person in sorted(state.known.items()):
-                if person.active and person_id not in seen:
-                    leave = Leave(
-                        person_id=person_id, reason="missing from the HR import", at=default_at
-                    )
-                    unit.record(default_at, decide(state, leave))
-                    unit.flush()
-                    counts["left"] += 1
-        if errors.count:
-            raise ImportRefused(errors.listed, errors.count)
-    return ImportResult(rows, counts["joined"], counts["updated"], counts["unchanged"],
-                        counts["left"], unit.count)  # fmt: skip
-
-
-def _import_row(line, row, mapping, state, unit, errors, seen, counts, default_at) -> None:
-    """Validate one row against the rules and queue what it changes."""
-    fields: dict[str, Any] = {}
-    for column, value in row.items():
-        field = mapping.get(column)
-        if field is None:
-            continue
-        if isinstance(value, str) and _SURROGATES.search(value):
-            errors.add(line, column, "is not valid UTF-8 text")
-            return
-        fields[field] = value
-    for field in REQUIRED:
-        if fields.get(field) in (None, ""):
-            errors.add(line, _column(mapping, field), "is empty")
-            return
-    person_id = str(fields["person_id"]).strip()
-    if person_id in seen:
-        errors.add(line, _column(mapping, "person_id"),
-                   f"{person_id} already appears on line {seen[person_id]}")  # fmt: skip
-        return
-    seen[person_id] = line
     try:
-        at = default_at
-        if fields.get("joined_at") not in (None, ""):
-            try:
-                at = parse_occurred(str(fields.pop("joined_at")))
-            except WhenError as exc:
-                raise DomainError(str(exc), field="joined_at") from None
-        for ignored in ("joined_at", "status", "left_at"):
-            fields.pop(ignored, None)
-        profile = {field: _convert(field, value) for field, value in fields.items()}
-        profile["person_id"] = person_id
-        existing = state.person(person_id)
-        if existing is None:
-            command: Join | UpdateProfile = Join(at=at, **profile)
+        path.open("rb").close()
+    except OSError as exc:
+        raise DomainError(f"cannot read {path}: {exc.strerror}") from None
+    default_at = parse_occurred(at)
+    fingerprint = None
+    if idempotency_key is not None:
+        fingerprint = _file_fingerprint(path, ignore_extra, leave_missing)
+        earlier = _earlier_import(engine, program, idempotency_key, fingerprint)
+        if earlier is not None:
+            return ImportResult(0, 0, 0, 0, 0, 0, duplicate=True, first_position=earlier or None)
+    with (
+        _page_cache(engine.conn, IMPORT_CACHE_KIB),
+        engine.unit_of_work(
+            program,
+            actor=actor,
+            idempotency_key=idempotency_key,
+            keep_events=False,
+            fingerprint=fingerprint,
+        ) as unit,
+    ):
+        if unit.duplicate:  # recorded by another writer since the check above
+            return ImportResult(0, 0, 0, 0, 0, 0, duplicate=True)
+        run = _Import(engine, unit, program, default_at, progress)
+        _read(run, path, ignore_extra)
+        if leave_missing and not run.errors.count:
+            run.leave_missing()
+        if run.errors.count:
+            raise ImportRefused(run.errors.listed, run.errors.count)
+        counts = run.counts
+    return ImportResult(run.rows, counts["joined"], counts["updated"], counts["unchanged"],
+                        counts["left"], unit.count + run.appended)  # fmt: skip
+
+
+def _read(run: _Import, path: Path, ignore_extra: bool) -> None:
+    """Feed the file's records to ``run`` chunk by chunk."""
+    layout: _Layout | None = None
+    layouts: dict[tuple, tuple[_Layout, list]] = {}  # per JSON key set
+    chunk: list[tuple[int, _Layout | None, Any]] = []
+    for line, record in _records(path):
+        if isinstance(record, _Header):
+            layout, problems = _csv_layout(record, ignore_extra)
+            for column, reason in problems:
+                run.errors.add(line, column, reason)
+            if not set(REQUIRED) <= layout.index.keys():
+                break  # without the required columns no row can be read
+            continue
+        if isinstance(record, str):
+            chunk.append((line, None, [(None, record)]))
+        elif isinstance(record, dict):
+            keys = tuple(record)
+            known = layouts.get(keys)
+            if known is None:
+                mapping, problems = map_columns(list(keys), ignore_extra)
+                known = (_Layout(mapping, list(mapping), text=False), problems)
+                if len(layouts) < _CACHE_LIMIT:
+                    layouts[keys] = known
+            row_layout, problems = known
+            if problems:
+                chunk.append((line, None, problems))
+            else:
+                chunk.append((line, row_layout, record))
         else:
-            changes = {k: v for k, v in profile.items() if k != "person_id"}
-            if changes.get("capacity") is None:
-                changes.pop("capacity", None)
-            command = UpdateProfile(person_id=person_id, changes=changes, at=default_at)
-        events = decide(state, command)
-    except DomainError as exc:
-        column = _column(mapping, exc.field) if exc.field else None
-        errors.add(line, column, str(exc))
+            chunk.append((line, layout, record))
+        if len(chunk) >= CHUNK:
+            run.chunk(chunk)
+            chunk = []
+    run.chunk(chunk)
+
+
+@contextmanager
+def _page_cache(conn: sqlite3.Connection, kib: int) -> Iterator[None]:
+    """At most ``kib`` KiB of SQLite page cache while the block runs.
+
+    An import writes a large, mostly sequential transaction; SQLite spills what does not
+    fit to the write-ahead log as it goes, so a small cache costs little time and keeps
+    the process's memory from growing with the file up to the connection's usual cache.
+    """
+    before = conn.execute("PRAGMA cache_size").fetchone()[0]
+    page = conn.execute("PRAGMA page_size").fetchone()[0]
+    current = -before if before < 0 else before * page // 1024
+    if current <= kib:
+        yield
         return
-    if existing is None:
-        counts["joined"] += 1
-    elif events:
-        counts["updated"] += 1
-    else:
-        counts["unchanged"] += 1
-    if events and not errors.count:
-        unit.record(command.at, events)
-    for event in events:
-        state.remember(event, command.at)
+    conn.execute(f"PRAGMA cache_size = -{kib}")
+    try:
+        yield
+    finally:
+        conn.execute(f"PRAGMA cache_size = {before}")
+
+
+def _earlier_import(engine: Engine, program: str, key: str, fingerprint: str) -> int | None:
+    """If an import of this file already used ``key``: the first position it appended (0 if
+    it appended nothing). None if the key is unused, or was used for something else (the
+    unit of work then refuses the import, naming the key)."""
+    recalled = engine.store.recall_key(program, key)
+    if recalled is None or (recalled[0] and recalled[0] != fingerprint):
+        return None
+    row = engine.conn.execute(
+        "SELECT min(position) FROM events WHERE program = ? AND idempotency_key = ?",
+        (program, key),
+    ).fetchone()
+    return row[0] or 0
 
 
 def _file_fingerprint(path: Path, *options: bool) -> str:
@@ -369,8 +848,17 @@ def _file_fingerprint(path: Path, *options: bool) -> str:
     return digest.hexdigest()
 
 
-def _column(mapping: dict[str, str], field: str) -> str:
-    for column, mapped in mapping.items():
-        if mapped == field:
-            return column
-    return field
+def _matches(existing: tuple, layout: _Layout, profile: dict[str, Any], capacity) -> bool:
+    """Whether every profile field the row gives equals the person's current one."""
+    for field, _ in layout.given:
+        current = existing[_PERSON_AT[field]]
+        if field == "capacity":
+            if capacity is not None and capacity != current:
+                return False
+        elif field in LIST_FIELDS:
+            value = profile[field]
+            if _json_list(value) != current and list(value) != json.loads(current):
+                return False
+        elif profile[field] != current:
+            return False
+    return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -270,20 +271,40 @@ def test_more_than_fifty_bad_rows_lists_fifty_then_how_many_more(
     assert "and 13 more" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rmcore/importer.py _csv_rows returns nothing for a 0-byte file, so the required "
-    "columns are never checked: the import succeeds with 0 rows, and with --leave-missing "
-    "every active person leaves",
-)
+EMPTY_FILES = {
+    "0-byte CSV": ("hr.csv", b""),
+    "blank CSV": ("hr.csv", b"\n  \n\r\n , \n"),
+    "0-byte JSON lines": ("hr.jsonl", b""),
+    "blank JSON lines": ("hr.jsonl", b"\n   \n\n"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EMPTY_FILES))
 def test_an_empty_file_is_refused_as_missing_its_columns_and_nobody_leaves(
-    populated_db, run_cli, raw_log, tmp_path
+    kind, populated_db, run_cli, raw_log, tmp_path
 ):
+    name, content = EMPTY_FILES[kind]
     before = raw_log.rows()
-    path = tmp_path / "hr.csv"
-    path.write_bytes(b"")
+    path = tmp_path / name
+    path.write_bytes(content)
     result = run_cli("import", str(path), "--leave-missing")
-    assert_refused(result, raw_log, before, "line 1: required column person_id is missing")
+    problems = assert_refused(result, raw_log, before)
+    assert problems == [
+        f"line 1: required column {field} is missing"
+        for field in ("person_id", "name", "email", "role")
+    ]
+    left = [p for p, row in people_json(run_cli).items() if row["status"] == "left"]
+    assert left == ["tom"]
+
+
+def test_blank_lines_before_the_header_are_skipped(db_path, run_cli, raw_log, tmp_path):
+    path = write(tmp_path / "hr.csv", "", "  ", HEADER, *NEW_PEOPLE)
+    result = run_cli("import", str(path))
+    assert result.exit_code == 0, result.output
+    assert sorted(people_json(run_cli)) == ["yan", "zoe"]
+    bad = write(tmp_path / "bad.csv", "", f"{HEADER},colour", *(f"{r},teal" for r in NEW_PEOPLE))
+    refused = run_cli("import", str(bad))
+    assert_refused(refused, raw_log, raw_log.rows(), "line 2, column colour: unknown column")
 
 
 # -- importing again ---------------------------------------------------------------------------
@@ -515,11 +536,43 @@ def test_a_retried_import_with_the_same_key_appends_nothing(db_path, run_cli, ra
     assert len(before) == 7
     again = run_cli("import", str(path), "--idempotency-key", "hr-2026-01")
     assert again.exit_code == 0, again.output
+    assert (
+        again.stdout == "Already recorded at position 1 (same idempotency key); nothing appended.\n"
+    )
     assert raw_log.rows() == before
     assert people_json(run_cli)["amara"]["department"] == "Product"
     without_key = run_cli("import", str(path))
     assert without_key.exit_code == 0, without_key.output
     assert raw_log.count() == 8
+
+
+def test_a_retry_of_an_import_that_changed_nothing_says_so_and_appends_nothing(
+    imported, run_cli, raw_log
+):
+    first = run_cli("import", str(imported), "--idempotency-key", "hr-again")
+    assert first.exit_code == 0, first.output
+    assert "6 unchanged, 0 left (0 events)" in first.stdout
+    before = raw_log.rows()
+    for args in ((), ("--quiet",)):
+        again = run_cli("import", str(imported), "--idempotency-key", "hr-again", *args)
+        assert again.exit_code == 0, again.output
+        expected = "" if args else "Already recorded (same idempotency key); nothing appended.\n"
+        assert (again.stdout, again.stderr) == (expected, "")
+    assert raw_log.rows() == before
+
+
+def test_a_retried_import_in_a_subprocess_exits_0_saying_already_recorded(db_path, tmp_path):
+    path = write(tmp_path / "hr.csv", *BASE)
+    command = [sys.executable, "-m", "rmcore", "--db", str(db_path), "--actor", "hr-ops",
+               "import", str(path), "--idempotency-key", "hr-2026-01"]  # fmt: skip
+    first = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "6 joined" in first.stdout
+    again = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert (again.returncode, again.stderr) == (0, "")
+    assert (
+        "Already recorded at position 1 (same idempotency key); nothing appended." in again.stdout
+    )
 
 
 def test_a_different_file_under_a_used_key_is_refused(db_path, run_cli, raw_log, tmp_path):
@@ -597,3 +650,189 @@ def test_a_terminal_shows_a_progress_bar_and_quiet_hides_it(db_path, raw_log, tm
     assert (code, out) == (0, "")
     assert "Importing" not in terminal
     assert raw_log.count() == 5000
+
+
+def test_the_progress_bar_counts_data_rows_and_ends_exactly_at_their_number(
+    db_path, raw_log, tmp_path
+):
+    rows = [f"p{i},Person {i},p{i}@example.org,mentee,,,,,0" for i in range(2499)]
+    rows.insert(1200, 'q1,"Quinn\nOkafor",q1@example.org,mentee,,,,,0')
+    path = write(tmp_path / "hr.csv", HEADER, *rows[:700], "", *rows[700:], "")
+    code, out, terminal = stderr_on_a_terminal(["--db", str(db_path), "import", str(path)])
+    assert code == 1, out  # a name with a line break is refused, after every row was read
+    assert "line 1203, column name: name contains line breaks" in terminal
+    totals = set(re.findall(r"\b\d+/(\d+)\b", terminal))
+    assert totals == {"2500"}, totals
+    assert "2500/2500" in terminal
+    path = write(tmp_path / "hr.jsonl", "", *(json.dumps({"person_id": f"j{i}", "name": "J",
+        "email": f"j{i}@example.org", "role": "mentee"}) for i in range(1500)), "")  # fmt: skip
+    code, out, terminal = stderr_on_a_terminal(["--db", str(db_path), "import", str(path)])
+    assert code == 0, terminal
+    assert set(re.findall(r"\b\d+/(\d+)\b", terminal)) == {"1500"}
+    assert "1500/1500" in terminal
+    assert raw_log.count() == 1500
+
+
+# -- files larger than a chunk: the same outcome, all rows or none -----------------------------
+
+
+def many(prefix: str, count: int, start: int = 0) -> list[str]:
+    """``count`` valid rows for HEADER, ids ``prefix0``, ``prefix1``, ..."""
+    return [
+        f"{prefix}{i},Person {i},{prefix}{i}@example.org,{('mentor', 'mentee', 'both')[i % 3]},"
+        f"Dept {i % 4},,Europe/Paris,skill {i % 5};skill {i % 7},{i % 3}"
+        for i in range(start, start + count)
+    ]
+
+
+@pytest.fixture
+def small_chunks(monkeypatch) -> int:
+    """Rows are read and appended 7 at a time, so small files cross many chunks."""
+    from rmcore import importer
+
+    monkeypatch.setattr(importer, "CHUNK", 7)
+    return 7
+
+
+def test_a_file_of_many_chunks_joins_everyone_in_file_order(
+    small_chunks, db_path, run_cli, raw_log, tmp_path
+):
+    rows = many("p", 40)
+    result = run_cli("import", str(write(tmp_path / "hr.csv", HEADER, *rows)), "--at", "2026-01-05")
+    assert result.exit_code == 0, result.output
+    assert "Imported 40 rows: 40 joined, 0 updated, 0 unchanged, 0 left (40 events)" in (
+        result.stdout
+    )
+    streams = [row[0] for row in raw_log.query("SELECT stream FROM events ORDER BY position")]
+    assert streams == [f"person:p{i}" for i in range(40)]
+    assert raw_log.query("SELECT DISTINCT version FROM events") == [(1,)]
+    assert "Replay check passed: 40 events" in run_cli("replay", "--check").stdout
+    assert "OK: 40 events" in run_cli("verify", "--deep").stdout
+
+
+def test_a_bad_row_in_a_later_chunk_refuses_the_rows_of_earlier_chunks_too(
+    small_chunks, populated_db, run_cli, raw_log, tmp_path
+):
+    before = raw_log.rows()
+    keys_before = raw_log.query("SELECT program, subject FROM subject_keys ORDER BY 1, 2")
+    rows = many("p", 30)
+    rows[27] = rows[27].replace("@example.org", "-at-example.org")
+    result = run_cli("import", str(write(tmp_path / "hr.csv", HEADER, *rows)), "--leave-missing")
+    assert_refused(result, raw_log, before, "line 29, column email: ")
+    assert len(refusal_lines(result.stderr)) == 1
+    assert raw_log.query("SELECT program, subject FROM subject_keys ORDER BY 1, 2") == keys_before
+    assert len(people_json(run_cli)) == 8
+
+
+def test_new_changed_and_unchanged_rows_mixed_across_chunks_keep_the_file_order(
+    small_chunks, db_path, run_cli, raw_log, tmp_path
+):
+    first = many("p", 20)
+    assert run_cli("import", str(write(tmp_path / "hr.csv", HEADER, *first))).exit_code == 0
+    head = raw_log.count()
+    second = []
+    for i, row in enumerate(first):
+        if i % 4 == 1:
+            row = row.replace(f"Dept {i % 4}", "Research")
+        second.append(row)
+        if i % 5 == 0:
+            second.extend(many("q", 1, start=i))
+    result = run_cli(
+        "import", str(write(tmp_path / "hr2.csv", HEADER, *second)), "--at", "2026-02-01"
+    )
+    assert result.exit_code == 0, result.output
+    assert "Imported 24 rows: 4 joined, 5 updated, 15 unchanged, 0 left (9 events)" in result.stdout
+    expected = []
+    for i in range(20):
+        if i % 4 == 1:
+            changes = {"department": "Research"}
+            expected.append(
+                (f"person:p{i}", "profile_updated", {"person_id": f"p{i}", "changes": changes})
+            )
+        if i % 5 == 0:
+            expected.append((f"person:q{i}", "joined", None))
+    new = [(stream, kind, data if kind != "joined" else None)
+           for stream, kind, data in events_after(raw_log, head)]  # fmt: skip
+    assert new == expected
+    assert "Replay check passed" in run_cli("replay", "--check").stdout
+
+
+def test_leave_missing_across_chunks_lets_only_the_absent_leave(
+    small_chunks, db_path, run_cli, raw_log, tmp_path
+):
+    rows = many("p", 25)
+    path = write(tmp_path / "hr.csv", HEADER, *rows)
+    assert run_cli("import", str(path), "--at", "2026-01-05").exit_code == 0
+    kept = [row for i, row in enumerate(rows) if i not in (3, 17, 24)]
+    result = run_cli(
+        "import", str(write(tmp_path / "hr2.csv", HEADER, *kept)), "--leave-missing",
+        "--at", "2026-03-01",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "0 joined, 0 updated, 22 unchanged, 3 left (3 events)" in result.stdout
+    status = {p: row["status"] for p, row in people_json(run_cli).items()}
+    assert sorted(p for p, s in status.items() if s == "left") == ["p17", "p24", "p3"]
+
+
+def test_imported_names_and_emails_are_sealed_and_can_be_forgotten(
+    db_path, run_cli, raw_log, tmp_path
+):
+    path = write(tmp_path / "hr.csv", HEADER, *NEW_PEOPLE)
+    assert run_cli("import", str(path), "--at", "2026-01-05").exit_code == 0
+    data = "\n".join(row[0] for row in raw_log.query("SELECT data FROM events"))
+    for text in ("Zoe Adeyemi", "zoe@example.org", "Yan Chen", "yan@example.org"):
+        assert text not in data
+    assert data.count("rmenc1:") == 4
+    assert people_json(run_cli)["zoe"]["name"] == "Zoe Adeyemi"
+    assert run_cli("forget", "zoe", "--at", "2026-01-06").exit_code == 0
+    people = people_json(run_cli)
+    assert (people["zoe"]["name"], people["yan"]["name"]) == ("[erased]", "Yan Chen")
+    assert "Replay check passed" in run_cli("replay", "--check").stdout
+
+
+def test_json_lines_of_text_import_as_the_same_csv_does(db_path, run_cli, tmp_path):
+    rows = many("p", 12)
+    columns = HEADER.split(",")
+    lines = [json.dumps(dict(zip(columns, row.split(","))), ensure_ascii=False) for row in rows]
+    result = run_cli("import", str(write(tmp_path / "hr.jsonl", *lines)), "--at", "2026-01-05")
+    assert result.exit_code == 0, result.output
+    from_json = people_json(run_cli)
+    other = tmp_path / "other.db"
+    assert run_cli("init", db=other).exit_code == 0
+    csv_path = write(tmp_path / "hr.csv", HEADER, *rows)
+    assert run_cli("import", str(csv_path), "--at", "2026-01-05", db=other).exit_code == 0
+    result = run_cli("people", "--status", "all", "--format", "json", db=other)
+    assert {row["person_id"]: row for row in json.loads(result.stdout)} == from_json
+
+
+def test_one_engine_keeps_stream_versions_right_across_commands_and_imports(
+    engine, raw_log, tmp_path
+):
+    from rmcore.commands import Join, Leave
+    from rmcore.importer import import_people
+
+    zoe = {"person_id": "zoe", "name": "Zoe Adeyemi", "email": "zoe@example.org"}
+    engine.execute("default", Join(role="mentor", at="2026-01-05T00:00:00Z", **zoe), actor="a")
+    path = write(tmp_path / "hr.csv", HEADER, NEW_PEOPLE[1], NEW_PEOPLE[0])
+    result = import_people(engine, "default", path, actor="a", at="2026-01-06")
+    assert (result.joined, result.updated) == (1, 1)
+    engine.execute("default", Leave(person_id="yan", reason="moved", at="2026-01-07"), actor="a")
+    engine.execute("default", Leave(person_id="zoe", reason="moved", at="2026-01-07"), actor="a")
+    versions = raw_log.query("SELECT stream, type, version FROM events ORDER BY position")
+    assert versions == [
+        ("person:zoe", "joined", 1),
+        ("person:yan", "joined", 1),
+        ("person:zoe", "profile_updated", 2),
+        ("person:yan", "left", 2),
+        ("person:zoe", "left", 3),
+    ]
+
+
+def test_a_name_that_looks_sealed_reads_the_same_live_and_after_a_replay(
+    db_path, run_cli, tmp_path
+):
+    path = write(tmp_path / "hr.csv", "person_id,name,email,role",
+                 "zed,rmenc1:Zed,zed@example.org,mentee")  # fmt: skip
+    assert run_cli("import", str(path)).exit_code == 0
+    replay = run_cli("replay", "--check")
+    assert replay.exit_code == 0, replay.output

@@ -1,4 +1,9 @@
-"""Property: whatever CSV the importer accepts, its export imports back appending nothing."""
+"""Properties of the people import.
+
+Whatever CSV the importer accepts, its export imports back appending nothing and its read
+models equal a replay; the payloads it writes directly are the codec's; and its inline
+checks of plain text accept only what the rules accept, normalised as the rules do.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,13 @@ from conftest import ACTOR, read_event_count, read_event_rows
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from rmcore import importer
 from rmcore.cli import cli
+from rmcore.codec import Codec, canonical_json
+from rmcore.commands import PROFILE_FIELDS, DomainError, profile_value
+from rmcore.engine import build_registry
+from rmcore.events import Joined
+from rmcore.plugins import make_plugin_manager
 
 TIMEZONES = ("UTC", "Europe/Paris", "Europe/London", "America/New_York", "Asia/Kolkata", "")
 ROLES = ("mentor", "mentee", "both")
@@ -128,3 +139,96 @@ def test_the_export_lists_each_accepted_row_as_written(rows):
             assert out["manager_id"] == row["manager_id"]
         people = json.loads(rmcore(db, "people", "--format", "json").stdout)
         assert len(people) == len(rows)
+        replay = rmcore(db, "replay", "--check")
+        assert replay.exit_code == 0, replay.output
+
+
+# Any text at all, quotes, backslashes, control characters and non-BMP characters included.
+any_text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    person_id=ids,
+    values=st.fixed_dictionaries(
+        {
+            "name": any_text,
+            "email": any_text,
+            "role": st.sampled_from(ROLES),
+            "generation": any_text,
+            "department": any_text,
+            "manager_id": st.one_of(st.none(), ids),
+            "timezone": any_text,
+            "skills_offered": st.lists(any_text, max_size=3).map(tuple),
+            "skills_sought": st.lists(any_text, max_size=3).map(tuple),
+            "goals": st.lists(any_text, max_size=3).map(tuple),
+            "capacity": st.integers(0, 20),
+        }
+    ),  # fmt: skip
+)
+def test_a_joined_payload_written_directly_is_the_codecs_canonical_json(person_id, values):
+    codec = Codec(build_registry(make_plugin_manager()))
+    lists = tuple(
+        canonical_json(list(values[f])) for f in ("skills_offered", "skills_sought", "goals")
+    )
+    written = importer.joined_payload(person_id, values, lists)
+    assert written == canonical_json(codec.unstructure(Joined(person_id=person_id, **values)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(st.characters(blacklist_categories=("Cc", "Cs"))), max_size=5))
+def test_a_list_written_directly_is_its_canonical_json(items):
+    assert importer._json_list(tuple(items)) == canonical_json(items)
+
+
+# Cells as an HR export may hold them: padding, separators, long runs, odd characters.
+cell = st.text(
+    st.one_of(
+        st.sampled_from(["a", "Z", "é", "Ω", " ", ";", "@", ".", "-", "_", "+", "\u00a0"]),
+        st.characters(blacklist_categories=("Cs", "Cc")),
+    ),
+    max_size=30,
+) | st.sampled_from(["", "mentor", " both ", "Europe/Paris", "a@b.io", "x" * 101, "y;" * 60])
+FIELDS = [field for field in PROFILE_FIELDS if field != "capacity"]
+# Mostly valid values, so that every field is reached, with any cell now and then.
+CELLS = {
+    "name": cell,
+    "email": emails | emails.map(lambda e: f" {e} ") | cell,
+    "role": st.sampled_from([*ROLES, " mentee ", "Mentor"]) | cell,
+    "generation": cell,
+    "department": cell,
+    "manager_id": ids | st.just("") | cell,
+    "timezone": st.sampled_from(["", " Europe/Paris ", "UTC", "Mars/Olympus"]) | cell,
+    "skills_offered": cell,
+    "skills_sought": cell,
+    "goals": cell,
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(person_id=ids, cells=st.fixed_dictionaries(CELLS))
+def test_the_inline_checks_vouch_only_for_what_the_rules_accept_as_they_normalise_it(
+    person_id, cells
+):
+    fixed = tuple(cells[field] for field in FIELDS)
+    assume(not importer._SUSPECT.search("".join(fixed)))
+    profile = importer._plain_profile(fixed, person_id, importer._Zones())
+    if profile is None:
+        return  # the import asks the rules themselves
+    for field in FIELDS:
+        try:
+            expected = profile_value(person_id, field, importer._convert(field, cells[field]))
+        except DomainError as exc:
+            raise AssertionError(f"{field}={cells[field]!r} passed inline: {exc}") from None
+        assert profile[field] == expected, field
+
+
+def test_the_inline_checks_vouch_for_an_ordinary_row():
+    fixed = ("Zoë Núñez ", "zoe@example.org", "mentor", "early-career", "Data", "ada",
+             "Europe/Paris", "AI tools; automation", "", "lead a team")  # fmt: skip
+    assert importer._plain_profile(fixed, "zoe", importer._Zones()) == {
+        "name": "Zoë Núñez", "email": "zoe@example.org", "role": "mentor",
+        "generation": "early-career", "department": "Data", "manager_id": "ada",
+        "timezone": "Europe/Paris", "skills_offered": ("AI tools", "automation"),
+        "skills_sought": (), "goals": ("lead a team",),
+    }  # fmt: skip
