@@ -669,7 +669,9 @@ class _Import:
         people = []
         # Keys and read-model rows go in by person id: their indexes take sorted inserts
         # much faster than random ones when the file is in no particular order.
-        for i in sorted(range(len(joins)), key=lambda i: joins[i][0]):
+        order = sorted(range(len(joins)), key=lambda i: joins[i][0])
+        engine.keyring.create_keys(program, [f"person:{joins[i][0]}" for i in order])
+        for i in order:
             person_id, at, profile = joins[i]
             stream = f"person:{person_id}"
             name, email = profile["name"], profile["email"]
@@ -680,11 +682,6 @@ class _Import:
             )
             profile["name"] = seal(program, stream, "name", name)
             profile["email"] = seal(program, stream, "email", email)
-            if profile["name"] == name or profile["email"] == email:
-                # The keyring left a value as it was (it looks sealed already): the read
-                # model shows it as any reader of the log would.
-                name = engine.keyring.open_value(program, stream, "name", name)
-                email = engine.keyring.open_value(program, stream, "email", email)
             events[i] = (stream, "joined", 1, at, joined_payload(person_id, profile, lists))
             people.append((
                 program, person_id, name, email, profile["role"], profile["generation"],
@@ -760,6 +757,10 @@ def import_people(
         run = _Import(engine, unit, program, default_at, progress)
         _read(run, path, ignore_extra)
         if leave_missing and not run.errors.count:
+            if not run.rows:
+                raise DomainError(
+                    f"{path.name} has no rows: with --leave-missing everyone would leave"
+                )
             run.leave_missing()
         if run.errors.count:
             raise ImportRefused(run.errors.listed, run.errors.count)

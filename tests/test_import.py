@@ -828,11 +828,30 @@ def test_one_engine_keeps_stream_versions_right_across_commands_and_imports(
     ]
 
 
-def test_a_name_that_looks_sealed_reads_the_same_live_and_after_a_replay(
-    db_path, run_cli, tmp_path
+def test_a_name_that_looks_sealed_is_sealed_like_any_other_and_reads_back(
+    db_path, run_cli, raw_log, tmp_path
 ):
     path = write(tmp_path / "hr.csv", "person_id,name,email,role",
                  "zed,rmenc1:Zed,zed@example.org,mentee")  # fmt: skip
     assert run_cli("import", str(path)).exit_code == 0
+    (data,) = raw_log.query("SELECT data FROM events WHERE type = 'joined'")[0]
+    assert "rmenc1:Zed" not in data
+    listed = run_cli("people", "--format", "json")
+    assert json.loads(listed.stdout)[0]["name"] == "rmenc1:Zed"
     replay = run_cli("replay", "--check")
     assert replay.exit_code == 0, replay.output
+    again = run_cli("import", str(path))
+    assert "0 updated, 1 unchanged" in again.stdout
+
+
+def test_a_header_without_rows_with_leave_missing_is_refused_and_nobody_leaves(
+    populated_db, run_cli, raw_log, tmp_path
+):
+    path = write(tmp_path / "hr.csv", "person_id,name,email,role")
+    before = raw_log.rows()
+    result = run_cli("import", str(path), "--leave-missing")
+    assert result.exit_code == 1
+    assert "has no rows: with --leave-missing everyone would leave" in result.stderr
+    assert raw_log.rows() == before
+    assert run_cli("import", str(path)).exit_code == 0  # without the option: nothing to do
+    assert raw_log.rows() == before
