@@ -36,7 +36,7 @@ from rmcore.events import (
     ProfileUpdated,
     SessionHeld,
 )
-from rmcore.model import ROLES, Pair, Person
+from rmcore.model import PROFILE_FIELDS, ROLES, Pair, Person
 
 
 class DomainError(Exception):
@@ -272,19 +272,6 @@ def _within_pair_life(pair: Pair, at: str, what: str) -> None:
         )
 
 
-PROFILE_FIELDS = (
-    "name",
-    "email",
-    "role",
-    "generation",
-    "department",
-    "manager_id",
-    "timezone",
-    "skills_offered",
-    "skills_sought",
-    "goals",
-    "capacity",
-)
 _LIST_FIELDS = {
     "skills_offered": "skills offered",
     "skills_sought": "skills sought",

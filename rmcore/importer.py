@@ -45,7 +45,6 @@ from rmcore.commands import (
     EMAIL,
     MAX_CAPACITY,
     PERSON_ID,
-    PROFILE_FIELDS,
     DomainError,
     Leave,
     UpdateProfile,
@@ -55,7 +54,7 @@ from rmcore.commands import (
 )
 from rmcore.engine import Engine, UnitOfWork
 from rmcore.events import ProfileUpdated
-from rmcore.model import ROLES, Person
+from rmcore.model import LIST_FIELDS, PROFILE_FIELDS, ROLES, Person
 from rmcore.queries import SqlState
 from rmcore.when import WhenError, parse_occurred
 
@@ -85,7 +84,6 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "left_at": ("left_at",),
 }
 REQUIRED = ("person_id", "name", "email", "role")
-LIST_FIELDS = ("skills_offered", "skills_sought", "goals")
 _ALIASES = {alias: field for field, aliases in COLUMNS.items() for alias in aliases}
 # A joining person's fields in the order the rules check them, with the value used when
 # the file has no such column (capacity comes last, its default depends on the role).

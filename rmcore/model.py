@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import attrs
 from attrs import field, frozen
 
 ROLES = ("mentor", "mentee", "both")
@@ -43,6 +44,18 @@ class Person:
     def can_be_mentored(self) -> bool:
         """May take the mentee side of a pair."""
         return self.role in ("mentee", "both")
+
+
+PERSON_COLUMNS: tuple[str, ...] = tuple(f.name for f in attrs.fields(Person))
+"""Every field of a person, in the order listings print them."""
+
+PROFILE_FIELDS: tuple[str, ...] = tuple(
+    name for name in PERSON_COLUMNS if name not in ("person_id", "status", "joined_at", "left_at")
+)
+"""The fields a person gives when joining and may change later (an HR re-import)."""
+
+LIST_FIELDS: tuple[str, ...] = ("skills_offered", "skills_sought", "goals")
+"""The profile fields that hold a list of text."""
 
 
 @frozen(kw_only=True)

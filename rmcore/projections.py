@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from rmcore.codec import canonical_json
 from rmcore.events import EventRegistry
+from rmcore.model import LIST_FIELDS, PROFILE_FIELDS
 from rmcore.personal import ERASED
 from rmcore.store import SQLiteEventStore, StoredEvent
 
@@ -142,8 +143,8 @@ def _opened(subject: str, field: str, value: str | None = None) -> str:
 
 def _profile_update_sql() -> str:
     """Set each people column whose field is present in ``changes`` (null included)."""
-    text = ("name", "email", "role", "generation", "department", "manager_id", "timezone")
-    json_lists = ("skills_offered", "skills_sought", "goals")
+    json_lists = LIST_FIELDS
+    text = tuple(f for f in PROFILE_FIELDS if f not in json_lists and f != "capacity")
 
     def new_value(column: str) -> str:
         value = f"?4 {'->' if column in json_lists else '->>'} '$.changes.{column}'"

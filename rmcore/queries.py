@@ -9,25 +9,8 @@ from typing import Any
 
 from attrs import frozen
 
-from rmcore.model import Pair, Person
+from rmcore.model import PERSON_COLUMNS, Pair, Person
 
-PERSON_COLUMNS = (
-    "person_id",
-    "name",
-    "email",
-    "role",
-    "generation",
-    "department",
-    "manager_id",
-    "timezone",
-    "skills_offered",
-    "skills_sought",
-    "goals",
-    "capacity",
-    "status",
-    "joined_at",
-    "left_at",
-)
 PAIR_COLUMNS = (
     "pair_id",
     "mentor_id",

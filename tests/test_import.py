@@ -855,3 +855,10 @@ def test_a_header_without_rows_with_leave_missing_is_refused_and_nobody_leaves(
     assert raw_log.rows() == before
     assert run_cli("import", str(path)).exit_code == 0  # without the option: nothing to do
     assert raw_log.rows() == before
+
+
+def test_the_import_reads_every_column_people_lists_and_nothing_else():
+    from rmcore.importer import COLUMNS
+    from rmcore.model import PERSON_COLUMNS
+
+    assert sorted(COLUMNS) == sorted(PERSON_COLUMNS)
