@@ -44,10 +44,11 @@ def user_errors() -> tuple[type[Exception], ...]:
     from rmcore.codec import DecodeError
     from rmcore.commands import DomainError
     from rmcore.db import DatabaseError
+    from rmcore.personal import ErasedSubject
     from rmcore.store import StoreError
 
     return (DomainError, WhenError, DatabaseError, StoreError, DecodeError, PluginLoadError,
-            sqlite3.DatabaseError)  # fmt: skip
+            ErasedSubject, sqlite3.DatabaseError)  # fmt: skip
 
 
 class RmcoreGroup(click.Group):
@@ -455,16 +456,12 @@ def forget_command(app: App, person: str, at: str | None, idempotency_key: str |
     """Erase PERSON's name, email and comments for good (an active person leaves first)."""
     from rmcore.forget import forget
 
-    click.echo("Erasing, then compacting the database file...", err=True)
     done = forget(app.engine(), app.program, person, actor=app.actor, at=parse_occurred(at),
                   idempotency_key=idempotency_key)  # fmt: skip
     outcome = done.outcome
-    if outcome.duplicate:
-        click.echo(f"Already recorded at position {outcome.events[-1].position} (same "
-                   "idempotency key); nothing appended, the file was compacted again.")  # fmt: skip
-    elif done.already_forgotten:
-        click.echo(f"{person} was already forgotten; nothing appended, the file was compacted "
-                   "again.")  # fmt: skip
+    if outcome.duplicate or done.already_forgotten:
+        click.echo(f"{person} was already forgotten; nothing appended, their copies were "
+                   "erased again and the file compacted.")  # fmt: skip
     else:
         ended = sum(1 for e in outcome.events if e.type == "pair_ended")
         left = " left the program and" if any(e.type == "left" for e in outcome.events) else ""
@@ -473,9 +470,9 @@ def forget_command(app: App, person: str, at: str | None, idempotency_key: str |
             "ended. Their name, email and comments can no longer be read."
         )
     if not done.compacted:
-        click.echo("Warning: another process was reading the database, so the write-ahead "
-                   f"log still holds old pages; run `rmcore forget {person}` again later.",
-                   err=True)  # fmt: skip
+        click.echo("Warning: another process kept the database busy, so the file could not "
+                   "be compacted and may still hold the erased text in unused pages; run "
+                   f"`rmcore forget {person}` again when it is idle.", err=True)  # fmt: skip
 
 
 @cli.command()

@@ -257,6 +257,12 @@ def _require_pair(state: State, pair_id: str) -> Pair:
     pair = state.pair(pair_id)
     if pair is None:
         raise DomainError(f"there is no pair {pair_id!r} in this program")
+    for member_id in (pair.mentor_id, pair.mentee_id):
+        member = state.person(member_id)
+        if member is not None and member.status == "forgotten":
+            raise DomainError(
+                f"{member_id} was forgotten; nothing more is recorded about pair {pair_id}"
+            )
     return pair
 
 

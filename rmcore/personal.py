@@ -25,6 +25,7 @@ from typing import Any
 
 PREFIX = "rmenc1:"
 ERASED = "[erased]"
+SEALED = "[sealed]"  # a sealed value whose key this database does not hold (not erased)
 KEY_BYTES = 32
 NONCE_BYTES = 12
 
@@ -48,7 +49,21 @@ def _create_keys_table(db: Any) -> None:
     )
 
 
-KEY_MIGRATIONS = [("create subject_keys", _create_keys_table)]
+def _create_erased_table(db: Any) -> None:
+    db.execute(
+        "CREATE TABLE erased_subjects (program TEXT NOT NULL, subject TEXT NOT NULL,"
+        " PRIMARY KEY (program, subject)) WITHOUT ROWID"
+    )
+
+
+KEY_MIGRATIONS = [
+    ("create subject_keys", _create_keys_table),
+    ("create erased_subjects", _create_erased_table),
+]
+
+
+class ErasedSubject(Exception):
+    """Personal data would be sealed for a subject that was erased."""
 
 
 class Keyring:
@@ -69,6 +84,8 @@ class Keyring:
         if row is None:
             if not create:
                 return None
+            if self.erased(program, subject):
+                raise ErasedSubject(f"{subject} was erased; nothing personal is recorded again")
             key = os.urandom(KEY_BYTES)
             self.conn.execute(
                 "INSERT INTO subject_keys (program, subject, key) VALUES (?, ?, ?)",
@@ -92,12 +109,13 @@ class Keyring:
         return PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
 
     def open_value(self, program: str, subject: str, field: str, value: Any) -> Any:
-        """The plain text of a sealed value, :data:`ERASED` without its key; others as given."""
+        """The plain text of a sealed value: :data:`ERASED` once its subject was erased,
+        :data:`SEALED` when this database lacks the key; other values as given."""
         if not isinstance(value, str) or not value.startswith(PREFIX):
             return value
         cipher = self._cipher(program, subject, create=False)
         if cipher is None:
-            return ERASED
+            return ERASED if self.erased(program, subject) else SEALED
         from cryptography.exceptions import InvalidTag
 
         try:
@@ -142,6 +160,39 @@ class Keyring:
         )
         for subject, key in zip(subjects, keys):
             self._ciphers[(program, subject)] = AESGCM(key)
+
+    def erased(self, program: str, subject: str) -> bool:
+        """Whether the subject's personal data was erased in this database."""
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM erased_subjects WHERE program = ? AND subject = ?",
+                (program, subject),
+            ).fetchone()
+            is not None
+        )
+
+    def erase(self, program: str, person_id: str) -> list[str]:
+        """Delete the keys of a person and of every pair they were in, for good.
+
+        The subjects are remembered as erased, so no key for them is created or imported
+        again. Called inside the transaction that records (or imports) ``forgotten``.
+        """
+        pairs = self.conn.execute(
+            "SELECT pair_id FROM pairs WHERE program = ?1 AND ?2 IN (mentor_id, mentee_id)"
+            " ORDER BY pair_id",
+            (program, person_id),
+        ).fetchall()
+        subjects = [f"person:{person_id}", *(f"pair:{pair_id}" for (pair_id,) in pairs)]
+        for subject in subjects:
+            self.conn.execute(
+                "DELETE FROM subject_keys WHERE program = ? AND subject = ?", (program, subject)
+            )
+            self.conn.execute(
+                "INSERT OR IGNORE INTO erased_subjects (program, subject) VALUES (?, ?)",
+                (program, subject),
+            )
+        self.drop_cache()
+        return subjects
 
     def drop_cache(self) -> None:
         """Forget the ciphers held in memory, after keys were deleted from the table."""
@@ -193,7 +244,9 @@ def import_keys(conn: sqlite3.Connection, path: str | os.PathLike) -> int:
         if len(key) != KEY_BYTES:
             raise KeyFileError(f"{path}, line {number}: a key must be {KEY_BYTES} bytes")
         added += conn.execute(
-            "INSERT OR IGNORE INTO subject_keys (program, subject, key) VALUES (?, ?, ?)",
+            "INSERT OR IGNORE INTO subject_keys (program, subject, key) SELECT ?1, ?2, ?3"
+            " WHERE NOT EXISTS (SELECT 1 FROM erased_subjects WHERE program = ?1"
+            " AND subject = ?2)",  # a key file older than an erasure brings nobody back
             (program, subject, key),
         ).rowcount
     return added

@@ -161,6 +161,8 @@ def _profile_update_sql() -> str:
     )
 
 
+BARRIERS = frozenset({"forgotten"})
+
 _PAIRS_OF_PERSON = (
     "SELECT pair_id FROM pairs WHERE program = ?2 AND mentor_id = ?4 ->> 'person_id'"
     " UNION ALL SELECT pair_id FROM pairs WHERE program = ?2 AND mentee_id = ?4 ->> 'person_id'"
@@ -170,7 +172,9 @@ _PAIRS_OF_PERSON = (
 # statement takes the same four parameters, ?1 position, ?2 program, ?3 occurred_at and
 # ?4 the payload as canonical JSON of the current schema, and picks its fields with
 # SQLite's JSON operators. Statements only write, never read other tables, so a batch
-# can group them per table and run each run of one statement as ``executemany``.
+# can group them per table and run each run of one statement as ``executemany``; the
+# types in BARRIERS are the exception (their statements read what earlier events wrote),
+# and a batch is folded up to them first.
 STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
     "joined": (
         (
@@ -232,9 +236,10 @@ STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
             f" coalesce({_opened('pair', 'comment')}, ''), ?3)",
         ),
     ),
-    # Forgetting blanks what the read models copied in plain text and deletes the keys,
-    # so a later replay, which can no longer open those fields, folds to the same rows.
-    # These statements read ``pairs`` (mentor and mentee never change once inserted).
+    # Forgetting blanks what the read models copied in plain text, so a later replay,
+    # which can no longer open those fields, folds to the same rows. (The keys themselves
+    # are deleted by ``rmcore forget``, never by a fold, so a replay changes no key.)
+    # These statements read ``pairs``: see BARRIERS.
     "forgotten": (
         (
             "people",
@@ -251,12 +256,6 @@ STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
             "feedback",
             f"UPDATE feedback SET comment = '{ERASED}' WHERE program = ?2 AND comment <> ''"
             f" AND pair_id IN ({_PAIRS_OF_PERSON})",
-        ),
-        (
-            "subject_keys",
-            "DELETE FROM subject_keys WHERE program = ?2 AND (subject = 'person:' ||"
-            f" (?4 ->> 'person_id') OR subject IN (SELECT 'pair:' || pair_id FROM pairs"
-            f" WHERE pair_id IN ({_PAIRS_OF_PERSON})))",
         ),
     ),
     "configured": (
@@ -314,7 +313,8 @@ class Projector:
         encoded: they are inserted as they are instead of being picked out of the
         payloads. They go in before the other statements run, which keeps the order, as a
         person's ``joined`` comes before any other event about them. The rows must be
-        what the ``joined`` statement would insert; a replay check compares the two.
+        what the ``joined`` statement would insert (tests/test_import_properties.py
+        checks that a replay gives the same rows).
         """
         if not rows:
             return 0
@@ -322,6 +322,20 @@ class Projector:
         programs: dict[str, list] = {}
         schemas = self._schemas
         prepared = "joined" if people is not None else None
+        bulk_people = list(people or ())
+
+        def fold_pending() -> None:
+            if bulk_people:
+                self.conn.executemany(
+                    f"INSERT INTO people ({', '.join(PEOPLE_INSERT_COLUMNS)})"
+                    f" VALUES ({', '.join('?' * len(PEOPLE_INSERT_COLUMNS))})",
+                    bulk_people,
+                )
+                bulk_people.clear()
+            for statements in by_table.values():
+                _run_in_order(self.conn, statements)
+            by_table.clear()
+
         for position, program, type_name, schema, occurred_at, _recorded_at, data in rows:
             statements = None if type_name == prepared else STATEMENTS.get(type_name)
             if statements is not None:
@@ -329,25 +343,23 @@ class Projector:
                     payload = self.registry.upcast(type_name, schema, json.loads(data))
                     data = canonical_json(payload)
                 params = (position, program, occurred_at, data)
+                barrier = type_name in BARRIERS
+                if barrier:
+                    fold_pending()  # it reads what the events before it wrote
                 for table, sql in statements:
                     pending = by_table.get(table)
                     if pending is None:
                         pending = by_table[table] = []
                     pending.append((sql, params))
+                if barrier:
+                    fold_pending()
             seen = programs.get(program)
             if seen is None:
                 programs[program] = [position, position, 1, occurred_at]
             else:
                 seen[1] = position
                 seen[2] += 1
-        if people:
-            self.conn.executemany(
-                f"INSERT INTO people ({', '.join(PEOPLE_INSERT_COLUMNS)})"
-                f" VALUES ({', '.join('?' * len(PEOPLE_INSERT_COLUMNS))})",
-                people,
-            )
-        for statements in by_table.values():
-            _run_in_order(self.conn, statements)
+        fold_pending()
         self.conn.executemany(
             "INSERT INTO programs (program, first_position, last_position, events, started_at)"
             " VALUES (?,?,?,?,?) ON CONFLICT (program) DO UPDATE SET"

@@ -25,6 +25,7 @@ from rmcore.commands import DomainError
 from rmcore.delivery import mark_imported
 from rmcore.engine import Engine
 from rmcore.personal import KeyFileError, import_keys
+from rmcore.projections import rebuild
 from rmcore.queries import mostly_program
 from rmcore.store import (
     COLUMNS,
@@ -135,12 +136,14 @@ def import_log(
     programs: set[str] = set()
     with engine.store.transaction():
         engine.projector.catch_up(engine.store)
+        keys_added = 0
         if keys is not None:
             try:
-                import_keys(engine.conn, keys)
+                keys_added = import_keys(engine.conn, keys)
             except KeyFileError as exc:
                 raise TransferError(str(exc)) from None
             engine.keyring.drop_cache()
+        forgotten: list[tuple[str, str]] = []
 
         def flush() -> None:
             nonlocal appended, pending
@@ -151,6 +154,8 @@ def import_log(
             except ConcurrencyError as exc:
                 raise TransferError(f"cannot add the events here: {exc}") from None
             engine.projector.apply(stored)
+            forgotten.extend((e.program, e.stream.removeprefix("person:")) for e in stored
+                             if e.type == "forgotten")  # fmt: skip
             appended += len(stored)
             programs.update(event.program for event in stored)
             pending = []
@@ -210,6 +215,11 @@ def import_log(
                 "added or reordered)"
             )
         flush()
+        for program, person_id in forgotten:  # erased there, so erased here too
+            engine.keyring.erase(program, person_id)
+        if keys_added and skipped:
+            # Events folded before their keys arrived show [sealed]: fold them again.
+            rebuild(engine.store, engine.projector)
         if appended:
             mark_imported(engine, programs, head_before, engine.store.head()[0])
     return ImportSummary(seen, appended, skipped)

@@ -126,8 +126,8 @@ def test_without_its_key_file_an_import_keeps_the_chain_but_cannot_read_names(
     assert import_log(run_cli, file, target).exit_code == 0
     assert anchor_of(run_cli, target) == anchor_of(run_cli, populated_db)
     people, _ = listing(run_cli, target)
-    assert {p["name"] for p in people} == {"[erased]"}
-    assert {p["email"] for p in people} == {"[erased]"}
+    assert {p["name"] for p in people} == {"[sealed]"}  # not erased: this copy lacks keys
+    assert {p["email"] for p in people} == {"[sealed]"}
     assert [p["role"] for p in people] == [p["role"] for p in listing(run_cli, populated_db)[0]]
 
 

@@ -134,7 +134,8 @@ def test_a_refused_forget_appends_nothing_and_erases_nothing(
 def test_a_retry_with_the_same_idempotency_key_records_nothing(populated_db, run_cli, raw_log):
     ok(run_cli("forget", "tom", "--idempotency-key", "erase-tom"))
     count = raw_log.count()
-    assert "Already recorded" in ok(run_cli("forget", "tom", "--idempotency-key", "erase-tom"))
+    again = ok(run_cli("forget", "tom", "--idempotency-key", "erase-tom"))
+    assert "tom was already forgotten; nothing appended" in again
     assert raw_log.count() == count
 
 
@@ -160,3 +161,109 @@ def test_the_email_outbox_loses_every_message_to_or_about_the_forgotten_person(
     remaining = raw_log.query("SELECT recipient FROM notify_email_outbox")
     assert remaining and all("grace" not in recipient for (recipient,) in remaining)
     assert ADA["email"] in {recipient for (recipient,) in remaining}
+
+
+def test_nothing_more_is_recorded_about_a_forgotten_persons_pairs(populated_db, run_cli, raw_log):
+    ok(run_cli("forget", "grace", "--at", "2025-06-01"))
+    before = raw_log.rows()
+    for args in (
+        ("feedback", "ada-grace", "--by", "ada", "--rating", "4", "--comment", "late note",
+         "--at", "2025-05-01"),
+        ("session", "ada-grace", "--minutes", "30", "--at", "2025-05-01"),
+    ):  # fmt: skip
+        refused = run_cli(*args)
+        assert refused.exit_code == 1
+        assert "grace was forgotten" in refused.stderr
+    assert raw_log.rows() == before
+
+
+def test_forget_is_refused_while_a_plugin_is_disabled(populated_db, run_cli, raw_log):
+    before = raw_log.rows()
+    result = run_cli("--disable-plugin", "notify_email", "forget", "grace")
+    assert result.exit_code == 1
+    assert "notify_email is disabled" in result.stderr
+    assert raw_log.rows() == before
+    assert people(run_cli)["grace"]["name"] == GRACE["name"]
+
+
+def test_a_first_forget_of_someone_already_forgotten_can_be_retried_with_its_key(
+    populated_db, run_cli, raw_log
+):
+    ok(run_cli("forget", "tom"))
+    ok(run_cli("forget", "tom", "--idempotency-key", "k1"))
+    count = raw_log.count()
+    assert "already forgotten" in ok(run_cli("forget", "tom", "--idempotency-key", "k1"))
+    assert raw_log.count() == count
+
+
+def test_an_old_key_file_does_not_bring_a_forgotten_person_back(populated_db, run_cli, tmp_path):
+    keys = tmp_path / "before.keys"
+    ok(run_cli("export", "--out", str(tmp_path / "before.jsonl"), "--keys-out", str(keys)))
+    ok(run_cli("forget", "grace"))
+    ok(run_cli("import-log", str(tmp_path / "before.jsonl"), "--keys", str(keys)))
+    rows = json.loads(ok(run_cli("history", "grace", "--format", "json")))
+    assert rows[0]["data"]["name"] == "[erased]"
+    assert GRACE["name"].encode() not in file_bytes(populated_db)
+    assert "Replay check passed" in ok(run_cli("replay", "--check"))
+
+
+def test_an_export_of_a_forgotten_person_imported_with_old_keys_is_erased_there_too(
+    populated_db, run_cli, tmp_path
+):
+    keys = tmp_path / "before.keys"
+    ok(run_cli("export", "--out", str(tmp_path / "before.jsonl"), "--keys-out", str(keys)))
+    ok(run_cli("forget", "grace"))
+    after = tmp_path / "after.jsonl"
+    ok(run_cli("export", "--out", str(after)))
+    target = tmp_path / "target.db"
+    ok(run_cli("init", db=target))
+    ok(run_cli("import-log", str(after), "--keys", str(keys), db=target))
+    listed = json.loads(ok(run_cli("people", "--status", "all", "--format", "json", db=target)))
+    by_id = {row["person_id"]: row for row in listed}
+    assert by_id["grace"]["name"] == "[erased]" and by_id["ada"]["name"] == ADA["name"]
+    assert GRACE_COMMENT.encode() not in file_bytes(target)
+    assert "Replay check passed" in ok(run_cli("replay", "--check", db=target))
+
+
+def test_keys_imported_after_their_events_make_the_names_readable(populated_db, run_cli, tmp_path):
+    export_file, keys = tmp_path / "all.jsonl", tmp_path / "all.keys"
+    ok(run_cli("export", "--out", str(export_file), "--keys-out", str(keys)))
+    target = tmp_path / "target.db"
+    ok(run_cli("init", db=target))
+    ok(run_cli("import-log", str(export_file), db=target))
+    listed = json.loads(ok(run_cli("people", "--format", "json", db=target)))
+    assert {row["name"] for row in listed} == {"[sealed]"}
+    ok(run_cli("import-log", str(export_file), "--keys", str(keys), db=target))
+    listed = json.loads(ok(run_cli("people", "--format", "json", db=target)))
+    assert ADA["name"] in {row["name"] for row in listed}
+    assert "Replay check passed" in ok(run_cli("replay", "--check", db=target))
+
+
+def test_no_message_is_built_about_someone_forgotten_since_the_event(
+    populated_db, run_cli, raw_log
+):
+    ok(run_cli("forget", "grace"))
+    run_cli("notify", "--smtp", f"smtp://127.0.0.1:{closed_port()}")
+    built = raw_log.query("SELECT subject, message FROM notify_email_outbox")
+    assert built  # the others' messages wait in the outbox
+    assert not any(b"[erased]" in bytes(message) or "[erased]" in subject
+                   for subject, message in built)  # fmt: skip
+
+
+def test_the_outbox_keeps_the_nudges_of_a_pair_whose_id_extends_a_forgotten_pair(tmp_path):
+    import sqlite3
+
+    from rmcore_plugins.notify_email import outbox
+
+    conn = sqlite3.connect(tmp_path / "o.db", isolation_level=None)
+    conn.execute("CREATE TABLE events (program TEXT, stream TEXT, position INTEGER)")
+    outbox.ensure_table(conn)
+    columns = "program, key, kind, person_id, sender, recipient, subject, message, status"
+    values = "'p', ?, 'nudge', 'x', 's', 'r', 'subj', x'00', 'sent', '2025-03-01'"
+    for key in ("nudge.sam-li.2025-03-01.sam", "nudge.sam-li.wei.2025-03-01.wei"):
+        conn.execute(
+            f"INSERT INTO {outbox.TABLE} ({columns}, created_at) VALUES ({values})", (key,)
+        )
+    outbox.forget(conn, "p", "li", ["sam-li"])
+    left = conn.execute(f"SELECT key FROM {outbox.TABLE}").fetchall()
+    assert left == [("nudge.sam-li.wei.2025-03-01.wei",)]

@@ -389,6 +389,7 @@ class Model:
         refuse_unless(
             pair is not None and pair.within_life(c.at), "a known pair, dated within its life"
         )
+        refuse_unless(not self._forgotten_member(pair), "nothing more about a forgotten person")
         refuse_unless(whole(c.minutes, 1, 600), "1-600 whole minutes")
         mode = c.mode.replace("-", "_").replace(" ", "_").lower()
         refuse_unless(mode in ("virtual", "in_person"), "mode is virtual or in person")
@@ -403,6 +404,7 @@ class Model:
             pair is not None and c.by in (pair.mentor, pair.mentee),
             "a member of a known pair gives feedback",
         )
+        refuse_unless(not self._forgotten_member(pair), "nothing more about a forgotten person")
         refuse_unless(
             whole(c.rating, 1, 5) and pair.within_life(c.at),
             "rating 1-5, dated within the pair's life",
@@ -414,6 +416,10 @@ class Model:
         pair.feedback += 1
         pair.last_activity = max(pair.last_activity, c.at)
         return [("feedback_given", f"pair:{c.pair_id}")]
+
+    def _forgotten_member(self, pair: MPair) -> bool:
+        """Whether the mentor or the mentee of the pair was forgotten."""
+        return any(self.people[pid].forgotten for pid in (pair.mentor, pair.mentee))
 
     def _ending_ok(self, pair: MPair, at: str) -> bool:
         """An ending may not precede the pairing, nor a session or feedback already recorded

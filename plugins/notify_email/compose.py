@@ -254,8 +254,11 @@ def for_event(
     settings: Settings,
     now: str,
 ) -> list[Draft]:
-    """The messages one event calls for (none for most event types)."""
+    """The messages one event calls for (none for most event types, none about someone
+    forgotten since)."""
     state = SqlState(conn, program)
+    if _about_someone_forgotten(state, event):
+        return []
     if envelope.type == "joined":
         return welcome(state, event, envelope, settings)
     if envelope.type == "paired":
@@ -265,6 +268,16 @@ def for_event(
     if envelope.type == "pair_ended":
         return closings(state, event, envelope, settings)
     return []
+
+
+def _about_someone_forgotten(state: SqlState, event: Any) -> bool:
+    """Whether the event concerns a person, or a pair with a member, who was forgotten."""
+    ids = [getattr(event, "person_id", None)]
+    pair = state.pair(event.pair_id) if getattr(event, "pair_id", None) else None
+    if pair is not None:
+        ids += [pair.mentor_id, pair.mentee_id]
+    people = (state.person(person_id) for person_id in ids if person_id)
+    return any(person is not None and person.status == "forgotten" for person in people)
 
 
 def stalled_pairs(

@@ -216,9 +216,17 @@ def forget(conn: sqlite3.Connection, program: str, person_id: str, pair_ids: lis
         (program, person_id, program, *streams),
     ).rowcount
     for pair_id in pair_ids:  # nudges name the pair in their key and carry no position
+        # nudge.PAIR.YYYY-MM-DD.PERSON: the date pins where the pair id ends (ids have dots)
+        pattern = f"nudge.{_glob_literal(pair_id)}.{_DATE_GLOB}.*"
         deleted += conn.execute(
-            f"DELETE FROM {TABLE} WHERE program = ? AND key LIKE ? ESCAPE '\\'",
-            (program, "nudge." + pair_id.replace("\\", "\\\\").replace("%", "\\%")
-             .replace("_", "\\_") + ".%"),
-        ).rowcount  # fmt: skip
+            f"DELETE FROM {TABLE} WHERE program = ? AND key GLOB ?", (program, pattern)
+        ).rowcount
     return deleted
+
+
+_DATE_GLOB = "[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]"
+
+
+def _glob_literal(text: str) -> str:
+    """``text`` matching only itself in a GLOB pattern."""
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in text)

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     import sqlite3
 
 URL_VARIABLE = "RMCORE_WEBHOOK_URL"
-PERSONAL = {"name", "email", "comment"}  # never posted: nothing to erase downstream
+# Never posted, so nothing is left to erase downstream: the fields docs/security.md
+# calls personal (names, emails, comments, reasons for leaving or ending a pair).
+PERSONAL = {"name", "email", "comment", "reason"}
 OUTBOX = """
     CREATE TABLE IF NOT EXISTS region_webhook_outbox (
         program TEXT NOT NULL,
