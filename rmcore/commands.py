@@ -476,11 +476,13 @@ def decide_pair(state: State, cmd: MakePair) -> list[Event]:
             f"{manager.person_id} is {report.person_id}'s manager; "
             "reverse mentoring pairs people outside a reporting line"
         )
-    latest_join = max(mentor.joined_at, mentee.joined_at)
-    if cmd.at < latest_join:
+    later = max((mentor, mentee), key=lambda p: p.joined_at)
+    if cmd.at < later.joined_at:
+        # The same day on both sides would read as a contradiction: show the times then.
+        cut = None if cmd.at[:10] == later.joined_at[:10] else 10
         raise DomainError(
-            f"the pairing is dated {cmd.at[:10]}, "
-            f"before both people had joined ({latest_join[:10]})"
+            f"the pairing is dated {cmd.at[:cut]}, before {later.person_id} joined "
+            f"({later.joined_at[:cut]})"
         )
     # Pairs are judged in business time: a back-dated pairing must not overlap a pair
     # that was still running on its date, even if that pair has ended since.

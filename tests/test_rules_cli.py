@@ -174,8 +174,16 @@ def test_pairing_a_mentee_who_already_has_an_active_mentor_is_refused(run_cli, r
 def test_pairing_dated_before_both_people_joined_is_refused(run_cli, raw_log):
     """A pair cannot predate its members."""
     assert_refused(
-        run_cli, raw_log, ("pair", "mei", "ken", "--at", "2025-01-01"), "before both people had"
+        run_cli, raw_log, ("pair", "mei", "ken", "--at", "2025-01-01"), "before mei joined (2025-01"
     )
+
+
+def test_pairing_dated_earlier_on_the_day_someone_joined_names_both_times(run_cli, raw_log):
+    """The same date on both sides would read as a contradiction: times are shown."""
+    assert_refused(
+        run_cli, raw_log, ("pair", "mei", "ken", "--at", "2025-01-06T08:00:00Z"),
+        "dated 2025-01-06T08:00:00Z, before mei joined (2025-01-06T09:00:00Z)",
+    )  # fmt: skip
 
 
 def test_pairing_a_couple_whose_earlier_pair_ended_is_accepted_with_a_new_pair_id(run_cli, raw_log):
