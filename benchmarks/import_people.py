@@ -70,21 +70,40 @@ def rmcore_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "rmcore"]
 
 
+# Linux starts a child's ru_maxrss at its parent's high-water mark (carried over fork and
+# exec), so a command measured straight from this process would report at least this
+# process's own peak. The command is started from a small launcher instead, which reports
+# its wall time and the command's own peak RSS (KiB) into a file.
+LAUNCHER = """
+import os, sys, time
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(f"{time.perf_counter() - started} {usage.ru_maxrss}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def peak_run(argv: list[str], **popen) -> tuple[int, float, float]:
+    """Run ``argv`` to completion: (exit code, wall-clock seconds, peak RSS in MB)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "peak"
+        code = subprocess.run([sys.executable, "-c", LAUNCHER, str(report), *argv], **popen)
+        seconds, kib = report.read_text().split()
+    return code.returncode, float(seconds), int(kib) / 1024
+
+
 def run_child(argv: list[str]) -> tuple[float, float]:
     """Run a command to completion: (wall-clock seconds, peak RSS of that process in MB)."""
-    started = time.perf_counter()
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    elapsed = time.perf_counter() - started
-    child.returncode = os.waitstatus_to_exitcode(status)
-    out, err = child.stdout.read(), child.stderr.read()
-    child.stdout.close()
-    child.stderr.close()
-    if child.returncode != 0:
-        raise SystemExit(
-            f"{' '.join(argv)} failed ({child.returncode}):\n{out.decode()}{err.decode()}"
-        )
-    return elapsed, usage.ru_maxrss / 1024  # Linux reports KiB
+    with tempfile.TemporaryFile() as out:
+        code, elapsed, peak = peak_run(argv, stdout=out, stderr=subprocess.STDOUT)
+        if code != 0:
+            out.seek(0)
+            raise SystemExit(f"{' '.join(argv)} failed ({code}):\n{out.read().decode()}")
+    return elapsed, peak
 
 
 def rmcore_import(db: Path, export: Path) -> tuple[float, float]:

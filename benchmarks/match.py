@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
-import os
 import random
 import subprocess
 import sys
@@ -300,19 +299,41 @@ def greedy(problem, slots) -> float:
     return total
 
 
+# Linux starts a child's ru_maxrss at its parent's high-water mark (carried over fork and
+# exec), so a command measured straight from this process would report at least this
+# process's own peak. The command is started from a small launcher instead, which reports
+# its wall time and the command's own peak RSS (KiB) into a file.
+LAUNCHER = """
+import os, sys, time
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(f"{time.perf_counter() - started} {usage.ru_maxrss}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def peak_run(argv: list[str], **popen) -> tuple[int, float, float]:
+    """Run ``argv`` to completion: (exit code, wall-clock seconds, peak RSS in MB)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "peak"
+        code = subprocess.run([sys.executable, "-c", LAUNCHER, str(report), *argv], **popen)
+        seconds, kib = report.read_text().split()
+    return code.returncode, float(seconds), int(kib) / 1024
+
+
 def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Run a process; its wall time, peak memory in MB and standard output."""
     with tempfile.TemporaryFile() as out:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.DEVNULL, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
+        code, seconds, peak = peak_run(command, stdout=out, stderr=subprocess.DEVNULL, env=env)
         out.seek(0)
         text = out.read().decode()
-    if process.returncode:
-        raise SystemExit(f"{command} exited {process.returncode}")
-    return seconds, usage.ru_maxrss / 1024, text
+    if code:
+        raise SystemExit(f"{command} exited {code}")
+    return seconds, peak, text
 
 
 def run(n: int, folder: Path, seed: int, reference: bool, repeat: int) -> list[dict]:

@@ -12,6 +12,9 @@ Measures, on the same synthetic program log (benchmarks/synthetic.py):
 - a full replay into the read models, against raw sqlite3 scanning the log;
 - verify (hash chain and invariants), against the same raw scan;
 - single CLI commands on the large database and on an empty one.
+Personal fields are sealed with the large database's keys before the appends, as commands
+seal them; sealing, like encoding, is not timed with the appends but on its own.
+``--no-seal`` leaves them in plain text, to see what sealing costs the reads.
 Needs the bench extra: pip install -e '.[bench]'.
 """
 
@@ -27,6 +30,7 @@ import sys
 import tempfile
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -173,7 +177,7 @@ def raw_scan(path: Path) -> float:
 
 
 CHILD = """
-import resource, sys, time
+import sys, time
 from rmcore import audit
 from rmcore.engine import Engine
 from rmcore.plugins import make_plugin_manager
@@ -185,7 +189,10 @@ if sys.argv[2] == "replay":
 else:
     assert audit.verify(engine).ok
 elapsed = time.perf_counter() - started
-print(count / elapsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM, not ru_maxrss: the latter starts at the parent's peak, carried over fork and exec
+with open("/proc/self/status") as status:
+    peak = next(int(l.split()[1]) for l in status if l.startswith("VmHWM:"))
+print(count / elapsed, peak / 1024)
 """
 
 
@@ -247,6 +254,9 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--single", type=int, default=5_000, help="events for one-per-txn")
     parser.add_argument("--keep", type=Path, help="keep the databases in this folder")
+    parser.add_argument(
+        "--no-seal", action="store_true", help="personal fields in plain text, to compare"
+    )
     options = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="rmcore-bench-"))
     try:
@@ -267,8 +277,25 @@ def run(options: argparse.Namespace, workdir: Path) -> None:
         f"Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs"
     )
     started = time.perf_counter()
-    events = list(synthetic_events(n))
-    print(f"  (generated and encoded the synthetic log in {time.perf_counter() - started:.1f} s)")
+    for _ in synthetic_events(n):
+        pass
+    plain = time.perf_counter() - started
+    # Personal fields are sealed with the keys of the database that is later replayed and
+    # verified, as commands seal them; sealing and encoding stay outside the timed appends.
+    full = workdir / "full.db"
+    started = time.perf_counter()
+    with fresh_engine(full) as keyed, keyed.store.transaction():
+        seal = None if options.no_seal else partial(keyed.keyring.seal, PROGRAM)
+        events = list(synthetic_events(n, seal=seal))
+    sealed = time.perf_counter() - started
+    values = sum(event.data.count('"rmenc1:') for event in events)
+    print(
+        f"  (generated, sealed and encoded the synthetic log in {sealed:.1f} s; without sealing"
+        f" {plain:.1f} s: {values:,} sealed values, {(sealed - plain) / max(1, values) * 1e6:.1f}"
+        " µs each, keys included)"
+        if seal
+        else f"  (generated and encoded the synthetic log in {plain:.1f} s; nothing sealed)"
+    )
 
     log_only = workdir / "log-only.db"
     rmcore_log = bench_rmcore_batched(log_only, events, project=False)
@@ -278,7 +305,6 @@ def run(options: argparse.Namespace, workdir: Path) -> None:
     raw = bench_raw_batched(workdir / "raw.db", rows)
     es_events = eventsourcing_events(rows)
     es = bench_eventsourcing_batched(workdir / "es.db", es_events)
-    full = workdir / "full.db"
     rmcore_full = bench_rmcore_batched(full, events, project=True)
     print("\nAppend, batches of 1,000 events per transaction:")
     line("raw sqlite3 (same rows, same table)", raw)

@@ -2,16 +2,19 @@
 
 People join, pairs form, then sessions and feedback make up the bulk of the log, as in
 a real program. Every event is a valid payload of its type, so replay, verify and the
-projections see what they would see in production.
+projections see what they would see in production. Given a ``seal`` callable (an engine's
+keyring, as ``functools.partial(engine.keyring.seal, program)``), the personal fields are
+sealed before the payload is encoded, as commands do, so the log holds ciphertext.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from rmcore.codec import Codec
+from rmcore.codec import Codec, canonical_json
 from rmcore.events import (
     Event,
     EventRegistry,
@@ -24,6 +27,13 @@ from rmcore.store import NewEvent
 
 DIGITAL = ["AI tools", "prompt engineering", "data analytics", "social media", "cybersecurity"]
 LEADERSHIP = ["leadership", "communication", "negotiation", "strategy", "judgement"]
+COMMENTS = [
+    "",
+    "",
+    "Useful session, we will meet again next month.",
+    "Went through the new analytics dashboard together; I now see why the board asks for it.",
+    "Good questions on how decisions get made here.",
+]
 START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 
@@ -31,15 +41,32 @@ def _at(days: float) -> str:
     return (START + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def synthetic_events(total: int, *, people: int = 20_000, seed: int = 7) -> Iterator[NewEvent]:
-    """``total`` encoded events: joins, then pairs, then sessions and feedback."""
+Sealer = Callable[[str, str, dict[str, Any]], None]
+"""Seals, in place, the personal fields of a payload: ``(stream, type_name, payload)``."""
+
+
+def synthetic_events(
+    total: int, *, people: int = 20_000, seed: int = 7, seal: Sealer | None = None
+) -> Iterator[NewEvent]:
+    """``total`` encoded events: joins, then pairs, then sessions and feedback.
+
+    With ``seal``, each payload is sealed before it is encoded. Sealing creates keys in the
+    keyring's database: consume the events inside a write transaction, or each new key
+    commits on its own.
+    """
     rng = random.Random(seed)
     codec = Codec(EventRegistry())
     people = min(people, max(2, total // 10))
     half = people // 2
 
     def new(event: Event, days: float) -> NewEvent:
-        return NewEvent(event.stream, event.type, event.schema, _at(days), codec.encode(event))
+        if seal is None:
+            data = codec.encode(event)
+        else:
+            payload = codec.unstructure(event)
+            seal(event.stream, event.type, payload)
+            data = canonical_json(payload)
+        return NewEvent(event.stream, event.type, event.schema, _at(days), data)
 
     emitted = 0
     for i in range(people):
@@ -99,7 +126,7 @@ def synthetic_events(total: int, *, people: int = 20_000, seed: int = 7) -> Iter
                 rating=rng.randint(3, 5),
                 fresh_perspective=rng.random() < 0.6,
                 skills_gained=[rng.choice(DIGITAL + LEADERSHIP)],
-                comment="Useful session, we will meet again next month.",
+                comment=rng.choice(COMMENTS),
             )
         yield new(event, day)
         emitted += 1

@@ -28,6 +28,7 @@ ERASED = "[erased]"
 SEALED = "[sealed]"  # a sealed value whose key this database does not hold (not erased)
 KEY_BYTES = 32
 NONCE_BYTES = 12
+CIPHER_CACHE = 4096  # ciphers kept in memory; events of one subject cluster in time
 
 PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "joined": ("name", "email"),
@@ -96,6 +97,8 @@ class Keyring:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         cipher = AESGCM(key)
+        if len(self._ciphers) >= CIPHER_CACHE:  # a replay meets every subject: stay bounded
+            self._ciphers.clear()
         self._ciphers[(program, subject)] = cipher
         return cipher
 
