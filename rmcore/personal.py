@@ -132,10 +132,7 @@ class Keyring:
 
     def seal(self, program: str, subject: str, type_name: str, payload: dict[str, Any]) -> None:
         """Seal, in place, the personal fields of an event payload before it is hashed."""
-        fields = PERSONAL_FIELDS.get(type_name)
-        if not fields:
-            return
-        target = payload.get(NESTED[type_name], {}) if type_name in NESTED else payload
+        target, fields = _personal(type_name, payload)
         for field in fields:
             value = target.get(field)
             if isinstance(value, str):
@@ -143,10 +140,7 @@ class Keyring:
 
     def open(self, program: str, subject: str, type_name: str, payload: dict[str, Any]) -> None:
         """Open, in place, the personal fields of a stored payload for a reader."""
-        fields = PERSONAL_FIELDS.get(type_name)
-        if not fields:
-            return
-        target = payload.get(NESTED[type_name], {}) if type_name in NESTED else payload
+        target, fields = _personal(type_name, payload)
         for field in fields:
             if field in target:
                 target[field] = self.open_value(program, subject, field, target[field])
@@ -204,6 +198,12 @@ class Keyring:
     def register_sql(self, conn: sqlite3.Connection) -> None:
         """Make ``rmcore_open(program, subject, field, value)`` callable in SQL on ``conn``."""
         conn.create_function("rmcore_open", 4, self.open_value)
+
+
+def _personal(type_name: str, payload: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The dict holding an event type's personal fields, and their names (none: ``()``)."""
+    fields = PERSONAL_FIELDS.get(type_name, ())
+    return (payload.get(NESTED[type_name], {}) if type_name in NESTED else payload), fields
 
 
 def _aad(program: str, subject: str, field: str) -> bytes:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import read_event_count
 
 from rmcore.cli import cli
 from rmcore.commands import Join, MakePair
@@ -145,7 +146,7 @@ class Prepared:
         scenario.build(self.template, csv_path)
         self.args = [a.replace("{csv}", str(csv_path)) for a in scenario.args]
         self.args += ["--idempotency-key", KEY]
-        self.base = event_count(self.template)
+        self.base = read_event_count(self.template)
         durations = []
         for attempt in range(2):  # the first run pays for cold caches: keep the quicker
             clean = folder / f"{scenario.name}-clean-{attempt}.db"
@@ -159,15 +160,6 @@ class Prepared:
         self.duration = min(durations)
         self.expected = new_event_types(clean, self.base)
         assert sum(self.expected.values()) > 1, "the command should append several events"
-
-
-def event_count(db: Path) -> int:
-    """Rows in the log, read with plain sqlite3."""
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute("SELECT count(*) FROM events").fetchone()[0]
-    finally:
-        conn.close()
 
 
 def new_event_types(db: Path, base: int) -> Counter:
