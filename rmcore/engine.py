@@ -127,7 +127,7 @@ class Engine:
         self.keyring = Keyring(conn)
         self.keyring.register_sql(conn)
         self.store.on_rollback.append(self.keyring.drop_cache)
-        self.projector = Projector(conn, self.registry)
+        self.projector = Projector(conn, self.registry, self.keyring)
         self.snapshot = queries.snapshot_of(conn)
 
     @classmethod

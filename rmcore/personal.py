@@ -17,6 +17,8 @@ existed (plain text) read back unchanged.
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
 import json
 import os
 import sqlite3
@@ -28,7 +30,8 @@ ERASED = "[erased]"
 SEALED = "[sealed]"  # a sealed value whose key this database does not hold (not erased)
 KEY_BYTES = 32
 NONCE_BYTES = 12
-CIPHER_CACHE = 4096  # ciphers kept in memory; events of one subject cluster in time
+KEY_CACHE = 65536  # keys kept in memory (about 10 MB at most): a replay meets every subject
+_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
 PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "joined": ("name", "email"),
@@ -72,13 +75,19 @@ class Keyring:
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
-        self._ciphers: dict[tuple[str, str], Any] = {}
+        self._keys: dict[tuple[str, str], bytes] = {}
 
     def _cipher(self, program: str, subject: str, *, create: bool) -> Any | None:
         """The AES-GCM cipher for a subject; a new key when ``create`` and there is none."""
-        cached = self._ciphers.get((program, subject))
-        if cached is not None:
-            return cached
+        key = self._keys.get((program, subject))
+        if key is None:
+            key = self._load_key(program, subject, create=create)
+            if key is None:
+                return None
+        return _aesgcm()(key)
+
+    def _load_key(self, program: str, subject: str, *, create: bool) -> bytes | None:
+        """A subject's key from the table (a new one when ``create``), kept in memory."""
         row = self.conn.execute(
             "SELECT key FROM subject_keys WHERE program = ? AND subject = ?", (program, subject)
         ).fetchone()
@@ -94,13 +103,21 @@ class Keyring:
             )
         else:
             key = row[0]
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        self._remember(program, subject, key)
+        return key
 
-        cipher = AESGCM(key)
-        if len(self._ciphers) >= CIPHER_CACHE:  # a replay meets every subject: stay bounded
-            self._ciphers.clear()
-        self._ciphers[(program, subject)] = cipher
-        return cipher
+    def preload(self) -> int:
+        """Load keys into memory in one query (as many as the cache holds), before a replay."""
+        rows = self.conn.execute(
+            "SELECT program, subject, key FROM subject_keys LIMIT ?", (KEY_CACHE,)
+        ).fetchall()
+        self._keys = {(program, subject): key for program, subject, key in rows}
+        return len(rows)
+
+    def _remember(self, program: str, subject: str, key: bytes) -> None:
+        if len(self._keys) >= KEY_CACHE:  # bounded, whatever the number of people
+            self._keys.clear()
+        self._keys[(program, subject)] = key
 
     def seal_value(self, program: str, subject: str, field: str, value: str) -> str:
         """``value`` encrypted under the subject's key (created if new); "" stays ""."""
@@ -114,19 +131,19 @@ class Keyring:
     def open_value(self, program: str, subject: str, field: str, value: Any) -> Any:
         """The plain text of a sealed value: :data:`ERASED` once its subject was erased,
         :data:`SEALED` when this database lacks the key; other values as given."""
-        if not isinstance(value, str) or not value.startswith(PREFIX):
+        if value.__class__ is not str or not value.startswith(PREFIX):
             return value
-        cipher = self._cipher(program, subject, create=False)
-        if cipher is None:
-            return ERASED if self.erased(program, subject) else SEALED
-        from cryptography.exceptions import InvalidTag
-
+        key = self._keys.get((program, subject))
+        if key is None:
+            key = self._load_key(program, subject, create=False)
+            if key is None:
+                return ERASED if self.erased(program, subject) else SEALED
         try:
-            raw = base64.urlsafe_b64decode(value[len(PREFIX) :])
-            plain = cipher.decrypt(
+            raw = binascii.a2b_base64(value[len(PREFIX) :].encode("ascii").translate(_URLSAFE))
+            plain = _aesgcm()(key).decrypt(
                 raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(program, subject, field)
             )
-        except (ValueError, InvalidTag):
+        except (ValueError, _invalid_tag()):
             return ERASED  # not sealed for this place: unreadable, like an erased value
         return plain.decode()
 
@@ -147,8 +164,6 @@ class Keyring:
 
     def create_keys(self, program: str, subjects: list[str]) -> None:
         """New keys for subjects that have none yet, in one go (a bulk import's people)."""
-        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
         material = os.urandom(KEY_BYTES * len(subjects))
         keys = [material[i * KEY_BYTES : (i + 1) * KEY_BYTES] for i in range(len(subjects))]
         self.conn.executemany(
@@ -156,7 +171,7 @@ class Keyring:
             [(program, subject, key) for subject, key in zip(subjects, keys)],
         )
         for subject, key in zip(subjects, keys):
-            self._ciphers[(program, subject)] = AESGCM(key)
+            self._remember(program, subject, key)
 
     def erased(self, program: str, subject: str) -> bool:
         """Whether the subject's personal data was erased in this database."""
@@ -192,8 +207,8 @@ class Keyring:
         return subjects
 
     def drop_cache(self) -> None:
-        """Forget the ciphers held in memory, after keys were deleted from the table."""
-        self._ciphers.clear()
+        """Forget the keys held in memory, after keys were deleted from the table."""
+        self._keys.clear()
 
     def register_sql(self, conn: sqlite3.Connection) -> None:
         """Make ``rmcore_open(program, subject, field, value)`` callable in SQL on ``conn``."""
@@ -204,6 +219,21 @@ def _personal(type_name: str, payload: dict[str, Any]) -> tuple[dict[str, Any], 
     """The dict holding an event type's personal fields, and their names (none: ``()``)."""
     fields = PERSONAL_FIELDS.get(type_name, ())
     return (payload.get(NESTED[type_name], {}) if type_name in NESTED else payload), fields
+
+
+@functools.cache
+def _aesgcm() -> Any:
+    """The AES-GCM class, imported on first use (commands that seal nothing start faster)."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM
+
+
+@functools.cache
+def _invalid_tag() -> type[Exception]:
+    from cryptography.exceptions import InvalidTag
+
+    return InvalidTag
 
 
 def _aad(program: str, subject: str, field: str) -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from rmcore import audit
 from rmcore.engine import Engine
 from rmcore.projections import TABLES
 
@@ -134,3 +135,43 @@ def test_replay_keeps_several_programs_apart(db_path: Path, run_cli):
     assert run_cli("--program", "spring", "replay").exit_code == 0
     assert snapshot(db_path) == before
     assert len(before["people"]) == len(before["programs"]) == 2
+
+
+def _indexes(path: Path) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(
+            "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index' ORDER BY name"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def test_replay_leaves_every_read_model_index_in_place(populated_db: Path, run_cli):
+    """The indexes a replay drops to build in bulk are all there again afterwards."""
+    before = _indexes(populated_db)
+    assert any(name == "sessions_pair" for name, _, _ in before)
+    assert run_cli("replay").exit_code == 0
+    assert _indexes(populated_db) == before
+
+
+def test_a_replay_that_fails_part_way_keeps_the_indexes_and_the_rows(populated_db: Path):
+    """A fold that raises rolls back whole: read models and their indexes as they were."""
+    before_rows, before_indexes = snapshot(populated_db), _indexes(populated_db)
+    engine = Engine.open(populated_db)
+    try:
+        # A failing personal-field opener makes the fold raise at the first sealed value.
+        def broken(*_args: object) -> str:
+            raise RuntimeError("disk on fire")
+
+        engine.conn.create_function("rmcore_open", 4, broken)
+        try:
+            audit.replay(engine)
+        except sqlite3.OperationalError:
+            pass
+        else:
+            raise AssertionError("the replay should have failed")
+    finally:
+        engine.close()
+    assert _indexes(populated_db) == before_indexes
+    assert snapshot(populated_db) == before_rows
