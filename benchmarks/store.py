@@ -43,6 +43,7 @@ from rmcore.store import COLUMNS, create_event_log  # noqa: E402
 
 PROGRAM = "bench"
 BATCH = 1_000
+SINGLE_ROUNDS = 20  # one-event-per-transaction slices per contender
 
 
 def fresh_engine(path: Path) -> Engine:
@@ -136,32 +137,45 @@ def bench_eventsourcing_batched(path: Path, stored: list) -> float:
 
 
 def bench_single(path: Path, events: list, rows: list[tuple], es_events: list) -> dict:
-    """One event per transaction, the three ways."""
-    results = {}
+    """One event per transaction, the three ways, interleaved in rounds.
+
+    Each round commits a slice of events with each contender in turn, so the three see
+    the same moments of the disk (whose flush time drifts a lot on a shared machine);
+    each contender's rate is its events over the sum of its own rounds' times.
+    """
     engine = fresh_engine(path / "rmcore.db")
-    started = time.perf_counter()
-    for event in events:
-        with engine.store.transaction():
-            engine.store.append(PROGRAM, [event], actor="bench")
-    results["rmcore"] = rate(len(events), time.perf_counter() - started)
-    engine.close()
-
     conn = raw_connection(path / "raw.db")
-    sql = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-    started = time.perf_counter()
-    for row in rows:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.execute(sql, row)
-        conn.execute("COMMIT")
-    results["raw"] = rate(len(rows), time.perf_counter() - started)
-    conn.close()
-
     recorder = eventsourcing_recorder(path / "es.db")
-    started = time.perf_counter()
-    for event in es_events:
-        recorder.insert_events([event])
-    results["eventsourcing"] = rate(len(es_events), time.perf_counter() - started)
-    return results
+    sql = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+    def rmcore_round(start: int, stop: int) -> None:
+        for event in events[start:stop]:
+            with engine.store.transaction():
+                engine.store.append(PROGRAM, [event], actor="bench")
+
+    def raw_round(start: int, stop: int) -> None:
+        for row in rows[start:stop]:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(sql, row)
+            conn.execute("COMMIT")
+
+    def es_round(start: int, stop: int) -> None:
+        for event in es_events[start:stop]:
+            recorder.insert_events([event])
+
+    contenders = {"rmcore": rmcore_round, "raw": raw_round, "eventsourcing": es_round}
+    spent = dict.fromkeys(contenders, 0.0)
+    step = max(1, len(events) // SINGLE_ROUNDS)
+    for number, start in enumerate(range(0, len(events), step)):
+        names = list(contenders)
+        shift = number % len(names)  # who goes first changes from round to round
+        for name in names[shift:] + names[:shift]:
+            started = time.perf_counter()
+            contenders[name](start, start + step)
+            spent[name] += time.perf_counter() - started
+    engine.close()
+    conn.close()
+    return {name: rate(len(events), seconds) for name, seconds in spent.items()}
 
 
 def raw_scan(path: Path) -> float:

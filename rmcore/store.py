@@ -347,7 +347,8 @@ class SQLiteEventStore:
         check_envelope_text("actor", actor)
         check_envelope_text("idempotency key", idempotency_key)
         recorded_at = recorded_at or utc_now()
-        versions = self._stream_cache(program, {new.stream for new in events})
+        head = self._write_head()
+        versions = self._stream_cache(program, {new.stream for new in events}, head[1])
         drafts = []
         for new, event_id in zip(events, new_event_ids(len(events))):
             check_envelope_text("stream", new.stream)
@@ -363,7 +364,7 @@ class SQLiteEventStore:
                 (event_id, program, new.stream, version, new.type, new.schema,
                  new.occurred_at, recorded_at, actor, idempotency_key, new.data)
             )  # fmt: skip
-        return self._seal(drafts)
+        return self._seal(drafts, head)
 
     def append_encoded(
         self,
@@ -381,8 +382,7 @@ class SQLiteEventStore:
         check_envelope_text("program", program)
         check_envelope_text("actor", actor)
         check_envelope_text("idempotency key", idempotency_key)
-        if not self.conn.in_transaction:
-            raise StoreError("append needs an open write transaction")
+        head = self._write_head()
         recorded_at = recorded_at or utc_now()
         streams = [event[0] for event in events]
         if not all(streams) or _CONTROL.search("".join(streams)):
@@ -390,7 +390,7 @@ class SQLiteEventStore:
                 check_envelope_text("stream", stream)
         for occurred_at in {event[3] for event in events}:
             check_envelope_text("occurred_at", occurred_at)
-        if self._versions_head != self.head()[1]:
+        if self._versions_head != head[1]:
             self._versions.clear()  # another writer moved the head since it was filled
         versions = self.stream_versions(program, set(streams))
         drafts = []
@@ -403,7 +403,7 @@ class SQLiteEventStore:
                 (event_id, program, stream, version, type_name, schema, occurred_at,
                  recorded_at, actor, idempotency_key, data)
             )  # fmt: skip
-        stored = self._seal(drafts)
+        stored = self._seal(drafts, head)
         cached = self._versions
         for key, version in versions.items():  # keep the cache right, without growing it
             if key in cached:
@@ -417,8 +417,11 @@ class SQLiteEventStore:
         drafts = []
         for program in {e.program for e in events}:
             check_envelope_text("program", program)
+        head = self._write_head()
         caches = {
-            program: self._stream_cache(program, {e.stream for e in events if e.program == program})
+            program: self._stream_cache(
+                program, {e.stream for e in events if e.program == program}, head[1]
+            )
             for program in {e.program for e in events}
         }
         for e in events:
@@ -441,14 +444,19 @@ class SQLiteEventStore:
                 (e.event_id, e.program, e.stream, e.version, e.type, e.schema,
                  e.occurred_at, e.recorded_at, e.actor, e.idempotency_key, e.data)
             )  # fmt: skip
-        return self._seal(drafts)
+        return self._seal(drafts, head)
 
-    def _stream_cache(self, program: str, streams: set[str]) -> dict[tuple[str, str], int]:
-        """The connection's stream-version cache, valid for the current head and filled
-        for ``streams``."""
+    def _write_head(self) -> tuple[int, str]:
+        """The head, read once per append inside the write transaction (it cannot move)."""
         if not self.conn.in_transaction:
             raise StoreError("append needs an open write transaction")
-        head_hash = self.head()[1]
+        return self.head()
+
+    def _stream_cache(
+        self, program: str, streams: set[str], head_hash: str
+    ) -> dict[tuple[str, str], int]:
+        """The connection's stream-version cache, valid for the head ``head_hash`` and
+        filled for ``streams``."""
         if self._versions_head != head_hash or len(self._versions) > VERSION_CACHE_SIZE:
             self._versions.clear()
             self._versions_head = head_hash
@@ -457,9 +465,10 @@ class SQLiteEventStore:
             self._versions.update(self.stream_versions(program, unknown))
         return self._versions
 
-    def _seal(self, drafts: list[tuple]) -> list[StoredEvent]:
-        """Give drafts (envelopes without position and hashes) their place in the chain."""
-        position, prev_hash = self.head()
+    def _seal(self, drafts: list[tuple], head: tuple[int, str]) -> list[StoredEvent]:
+        """Give drafts (envelopes without position and hashes) their place in the chain
+        after ``head``, the position and hash read in this transaction."""
+        position, prev_hash = head
         stored: list[StoredEvent] = []
         for draft in drafts:
             position += 1
