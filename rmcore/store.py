@@ -243,10 +243,19 @@ class EventFilter:
         return " AND ".join(where), params
 
 
-# One envelope as a JSON object, keys in envelope order, the payload embedded as JSON.
+_INTEGER_COLUMNS = ("position", "version", "schema")
+# One envelope as one line of JSON, keys in envelope order. SQLite builds it in a single
+# printf: integers as they are, text through json_quote (idempotency_key becomes null when
+# unset), and the payload as stored, since it is canonical JSON already (rmcore.codec).
+# The same text as json_object(..., 'data', json(data), ...), without parsing every
+# payload again.
 ENVELOPE_JSON_SQL = (
-    "json_object("
-    + ", ".join(f"'{name}', {'json(data)' if name == 'data' else name}" for name in COLUMNS)
+    "printf('{"
+    + ",".join(f'"{name}":%{"d" if name in _INTEGER_COLUMNS else "s"}' for name in COLUMNS)
+    + "}', "
+    + ", ".join(
+        name if name in (*_INTEGER_COLUMNS, "data") else f"json_quote({name})" for name in COLUMNS
+    )
     + ")"
 )
 
@@ -520,6 +529,37 @@ class SQLiteEventStore:
         )
         while rows := cursor.fetchmany(batch):
             yield rows
+
+    def json_line_blocks(
+        self, where: EventFilter, batch: int = 2000
+    ) -> Iterator[tuple[int, bytes]]:
+        """The envelopes as JSON lines in blocks of up to ``batch`` events: ``(last
+        position, UTF-8 lines each ending in a newline)``, ready to write as they are."""
+        if where.program is not None and not where.walk_positions:
+            # Read through the (program, stream) index and sorted once: one statement.
+            clause, params = where.sql()
+            cursor = self.conn.execute(
+                f"SELECT position, CAST({ENVELOPE_JSON_SQL} AS BLOB) FROM events"
+                f" WHERE {clause} ORDER BY position",
+                params,
+            )
+            while rows := cursor.fetchmany(batch):
+                yield rows[-1][0], b"\n".join([line for _, line in rows]) + b"\n"
+            return
+        # Walking the log by position, each block is one statement that resumes after the
+        # last position, and SQLite joins the block's lines itself.
+        while True:
+            clause, params = where.sql()
+            last, block = self.conn.execute(
+                "SELECT max(position), CAST(group_concat(line, char(10)) || char(10) AS BLOB)"
+                f" FROM (SELECT position, {ENVELOPE_JSON_SQL} AS line FROM events"
+                f" WHERE {clause} ORDER BY position LIMIT {int(batch)})",
+                params,
+            ).fetchone()
+            if last is None:
+                return
+            yield last, block
+            where = attrs.evolve(where, since=last)
 
     PROJECTION_COLUMNS = (
         "position",
