@@ -110,7 +110,9 @@ def replay(engine: Engine, progress: Progress = None) -> int:
     """Rebuild the live read models from the whole log, in one transaction."""
     until = engine.snapshot.occurred_until if engine.snapshot else None
     with engine.store.transaction():
-        return rebuild(engine.store, engine.projector, progress=progress, occurred_until=until)
+        return rebuild(
+            engine.store, engine.projector, progress=progress, occurred_until=until, parallel=True
+        )
 
 
 def replay_check(engine: Engine, progress: Progress = None) -> list[str]:
@@ -133,7 +135,7 @@ def replay_check(engine: Engine, progress: Progress = None) -> list[str]:
                     scratch_conn.execute("BEGIN")
                     rebuild(
                         engine.store,
-                        Projector(scratch_conn, engine.registry),
+                        Projector(scratch_conn, engine.registry, engine.keyring),
                         progress=progress,
                         occurred_until=engine.snapshot.occurred_until if engine.snapshot else None,
                     )

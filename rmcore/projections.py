@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
+
+from attrs import frozen
 
 from rmcore.codec import canonical_json
 from rmcore.events import EventRegistry
 from rmcore.model import LIST_FIELDS, PROFILE_FIELDS
-from rmcore.personal import ERASED
+from rmcore.personal import ERASED, NESTED, PERSONAL_FIELDS
 from rmcore.store import SQLiteEventStore, StoredEvent
 
 if TYPE_CHECKING:
@@ -113,6 +115,10 @@ PEOPLE_INSERT_COLUMNS = (
     "manager_id", "timezone", "skills_offered", "skills_sought", "goals", "capacity",
     "status", "joined_at",
 )  # fmt: skip
+PEOPLE_INSERT_SQL = (
+    f"INSERT INTO people ({', '.join(PEOPLE_INSERT_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(PEOPLE_INSERT_COLUMNS))})"
+)
 
 INDEXES = (
     "CREATE INDEX people_manager ON people (program, manager_id)",
@@ -137,10 +143,20 @@ def create_projection_tables(db: Database) -> None:
 PROJECTION_MIGRATIONS = (("create_projection_tables", create_projection_tables),)
 
 
-def _opened(subject: str, field: str, value: str | None = None) -> str:
-    """SQL for a sealed personal field read back (``[erased]`` once its key is gone)."""
-    value = value or f"?4 ->> '{field}'"
-    return f"rmcore_open(?2, '{subject}:' || (?4 ->> '{subject}_id'), '{field}', {value})"
+# The subject whose key seals an event type's personal fields, named by a payload field.
+SUBJECT_OF = {
+    "joined": "person",
+    "profile_updated": "person",
+    "left": "person",
+    "pair_ended": "pair",
+    "feedback_given": "pair",
+}
+
+
+def _opened(type_name: str, field: str) -> str:
+    """The parameter holding a personal field, opened before the fold: ``?5`` for the
+    first of the type's ``PERSONAL_FIELDS``, ``?6`` for the second."""
+    return f"?{5 + PERSONAL_FIELDS[type_name].index(field)}"
 
 
 def _profile_update_sql() -> str:
@@ -149,8 +165,9 @@ def _profile_update_sql() -> str:
     text = tuple(f for f in PROFILE_FIELDS if f not in json_lists and f != "capacity")
 
     def new_value(column: str) -> str:
-        value = f"?4 {'->' if column in json_lists else '->>'} '$.changes.{column}'"
-        return _opened("person", column, value) if column in ("name", "email") else value
+        if column in ("name", "email"):
+            return _opened("profile_updated", column)
+        return f"?4 {'->' if column in json_lists else '->>'} '$.changes.{column}'"
 
     assignments = [
         f"{column} = CASE WHEN json_type(?4, '$.changes.{column}') IS NULL THEN {column}"
@@ -184,8 +201,7 @@ STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
             "INSERT INTO people (program, person_id, name, email, role, generation,"
             " department, manager_id, timezone, skills_offered, skills_sought, goals, capacity,"
             " status, joined_at) VALUES (?2, ?4 ->> 'person_id',"
-            f" {_opened('person', 'name')},"
-            f" {_opened('person', 'email')},"
+            f" {_opened('joined', 'name')}, {_opened('joined', 'email')},"
             " ?4 ->> 'role', coalesce(?4 ->> 'generation', ''),"
             " coalesce(?4 ->> 'department', ''), ?4 ->> 'manager_id',"
             " coalesce(?4 ->> 'timezone', 'UTC'), coalesce(?4 -> 'skills_offered', '[]'),"
@@ -198,7 +214,7 @@ STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
         (
             "people",
             "UPDATE people SET status = 'left', left_at = ?3,"
-            f" left_reason = coalesce({_opened('person', 'reason')}, '')"
+            f" left_reason = coalesce({_opened('left', 'reason')}, '')"
             " WHERE program = ?2 AND person_id = ?4 ->> 'person_id'",
         ),
     ),
@@ -216,7 +232,7 @@ STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
         (
             "pairs",
             "UPDATE pairs SET status = 'ended', ended_at = ?3,"
-            f" end_reason = coalesce({_opened('pair', 'reason')}, '')"
+            f" end_reason = coalesce({_opened('pair_ended', 'reason')}, '')"
             " WHERE program = ?2 AND pair_id = ?4 ->> 'pair_id'",
         ),
     ),
@@ -235,7 +251,7 @@ STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
             " fresh_perspective, skills_gained, comment, given_at) VALUES (?1, ?2,"
             " ?4 ->> 'pair_id', ?4 ->> 'by', ?4 ->> 'rating',"
             " coalesce(?4 ->> 'fresh_perspective', 0), coalesce(?4 -> 'skills_gained', '[]'),"
-            f" coalesce({_opened('pair', 'comment')}, ''), ?3)",
+            f" coalesce({_opened('feedback_given', 'comment')}, ''), ?3)",
         ),
     ),
     # Forgetting blanks what the read models copied in plain text, so a later replay,
@@ -293,9 +309,7 @@ class Projector:
         # Indexes dropped for a rebuild, to be built in bulk at its end (or before the
         # first event whose statements read the tables).
         self.deferred_indexes: list[str] = []
-        self._schemas = {
-            name: cls.schema for name, cls in ((c.type, c) for c in registry.classes())
-        }
+        self.schemas = {name: cls.schema for name, cls in ((c.type, c) for c in registry.classes())}
 
     def checkpoint(self) -> int:
         """The last position folded into the read models."""
@@ -316,9 +330,6 @@ class Projector:
     def apply_rows(self, rows: Sequence[tuple], *, people: Sequence[tuple] | None = None) -> int:
         """Fold ``SQLiteEventStore.PROJECTION_COLUMNS`` rows (in log order), move the checkpoint.
 
-        Statements are grouped per table, keeping their order within a table, and each
-        run of one statement goes to SQLite as a single ``executemany``.
-
         ``people``, when given, holds the ``people`` row (``PEOPLE_INSERT_COLUMNS``) of
         each ``joined`` event in ``rows``, built by a bulk writer from the values it
         encoded: they are inserted as they are instead of being picked out of the
@@ -329,59 +340,26 @@ class Projector:
         """
         if not rows:
             return 0
-        by_table: dict[str, list[tuple[str, tuple]]] = {}
-        programs: dict[str, list] = {}
-        schemas = self._schemas
-        prepared = "joined" if people is not None else None
-        bulk_people = list(people or ())
+        return self.execute(plan_fold(rows, self.schemas, self.registry, self.keyring, people))
 
-        def fold_pending() -> None:
-            if bulk_people:
-                self.conn.executemany(
-                    f"INSERT INTO people ({', '.join(PEOPLE_INSERT_COLUMNS)})"
-                    f" VALUES ({', '.join('?' * len(PEOPLE_INSERT_COLUMNS))})",
-                    bulk_people,
-                )
-                bulk_people.clear()
-            for statements in by_table.values():
-                _run_in_order(self.conn, statements)
-            by_table.clear()
-
-        for position, program, type_name, schema, occurred_at, _recorded_at, data in rows:
-            statements = None if type_name == prepared else STATEMENTS.get(type_name)
-            if statements is not None:
-                if schema != schemas.get(type_name, schema):
-                    payload = self.registry.upcast(type_name, schema, json.loads(data))
-                    data = canonical_json(payload)
-                params = (position, program, occurred_at, data)
-                barrier = type_name in BARRIERS
-                if barrier:
-                    fold_pending()  # it reads what the events before it wrote
-                    self.build_deferred_indexes()
-                for table, sql in statements:
-                    pending = by_table.get(table)
-                    if pending is None:
-                        pending = by_table[table] = []
-                    pending.append((sql, params))
-                if barrier:
-                    fold_pending()
-            seen = programs.get(program)
-            if seen is None:
-                programs[program] = [position, position, 1, occurred_at]
+    def execute(self, plan: FoldPlan) -> int:
+        """Run a fold's statements in order and move the checkpoint; returns the events."""
+        conn = self.conn
+        for sql, params in plan.steps:
+            if sql is None:
+                self.build_deferred_indexes()
             else:
-                seen[1] = position
-                seen[2] += 1
-        fold_pending()
-        self.conn.executemany(
+                conn.executemany(sql, params)
+        conn.executemany(
             "INSERT INTO programs (program, first_position, last_position, events, started_at)"
             " VALUES (?,?,?,?,?) ON CONFLICT (program) DO UPDATE SET"
             " last_position = excluded.last_position, events = events + excluded.events",
-            [(name, *values) for name, values in programs.items()],
+            plan.programs,
         )
-        self.conn.execute(
-            "UPDATE checkpoints SET position = ? WHERE name = ?", (rows[-1][0], CHECKPOINT)
+        conn.execute(
+            "UPDATE checkpoints SET position = ? WHERE name = ?", (plan.last_position, CHECKPOINT)
         )
-        return len(rows)
+        return plan.events
 
     def catch_up(self, store: SQLiteEventStore) -> int:
         """Fold whatever the log holds past the checkpoint (inside a write transaction)."""
@@ -416,15 +394,103 @@ class Projector:
             self.conn.execute(self.deferred_indexes.pop(0))
 
 
-def _run_in_order(conn: sqlite3.Connection, statements: list[tuple[str, tuple]]) -> None:
-    """Run statements in order, each run of the same SQL as one ``executemany``."""
+@frozen
+class FoldPlan:
+    """What folding a batch of rows does, worked out without touching the database.
+
+    ``steps`` are ``(sql, parameter rows)`` to run in order with ``executemany`` (``sql``
+    None: build the deferred indexes first); ``programs`` the rows for the ``programs``
+    upsert. Plain tuples and strings only, so a plan can be made in another process.
+    """
+
+    steps: list[tuple[str | None, list[tuple]]]
+    programs: list[tuple]
+    last_position: int
+    events: int
+
+
+def plan_fold(
+    rows: Sequence[tuple],
+    schemas: dict[str, int],
+    registry: EventRegistry,
+    keyring: Keyring | None,
+    people: Sequence[tuple] | None = None,
+) -> FoldPlan:
+    """The statements that fold ``PROJECTION_COLUMNS`` rows, personal fields opened.
+
+    Statements are grouped per table, keeping their order within a table, and each run
+    of one statement becomes a single ``executemany``; a type in ``BARRIERS`` closes the
+    group before and after it. Sealed fields are opened here, with ``keyring``, and
+    passed as parameters ``?5`` and ``?6``; without a keyring they stay as stored.
+    """
+    steps: list[tuple[str | None, list[tuple]]] = []
+    by_table: dict[str, list[tuple[str, tuple]]] = {}
+    programs: dict[str, list] = {}
+    prepared = "joined" if people is not None else None
+    if people:
+        steps.append((PEOPLE_INSERT_SQL, list(people)))
+    open_value = keyring.open_value if keyring is not None else None
+
+    def close_group() -> None:
+        for statements in by_table.values():
+            _in_runs(statements, steps)
+        by_table.clear()
+
+    for position, program, type_name, schema, occurred_at, _recorded_at, data in rows:
+        statements = None if type_name == prepared else STATEMENTS.get(type_name)
+        if statements is not None:
+            fields = PERSONAL_FIELDS.get(type_name)
+            payload = None
+            if schema != schemas.get(type_name, schema):
+                payload = registry.upcast(type_name, schema, json.loads(data))
+                data = canonical_json(payload)
+            if fields:
+                if payload is None:
+                    payload = json.loads(data)
+                target = payload.get(NESTED[type_name], {}) if type_name in NESTED else payload
+                subject = SUBJECT_OF[type_name]
+                subject = f"{subject}:{payload.get(f'{subject}_id')}"
+                values = [target.get(field) for field in fields]
+                if open_value is not None:
+                    values = [open_value(program, subject, f, v) for f, v in zip(fields, values)]
+                params = (position, program, occurred_at, data, *values)
+            else:
+                params = (position, program, occurred_at, data)
+            barrier = type_name in BARRIERS
+            if barrier:
+                close_group()  # it reads what the events before it wrote
+                steps.append((None, []))
+            for table, sql in statements:
+                pending = by_table.get(table)
+                if pending is None:
+                    pending = by_table[table] = []
+                pending.append((sql, params))
+            if barrier:
+                close_group()
+        seen = programs.get(program)
+        if seen is None:
+            programs[program] = [position, position, 1, occurred_at]
+        else:
+            seen[1] = position
+            seen[2] += 1
+    close_group()
+    return FoldPlan(
+        steps,
+        [(name, *values) for name, values in programs.items()],
+        rows[-1][0],
+        len(rows),
+    )
+
+
+def _in_runs(statements: list[tuple[str, tuple]], steps: list) -> None:
+    """Append statements to ``steps`` in order, each run of the same SQL as one step."""
     start = 0
     while start < len(statements):
         sql = statements[start][0]
         end = start + 1
         while end < len(statements) and statements[end][0] == sql:
             end += 1
-        conn.executemany(sql, [params for _, params in statements[start:end]])
+        steps.append((sql, [params for _, params in statements[start:end]]))
         start = end
 
 
@@ -435,25 +501,60 @@ def rebuild(
     batch: int = 5000,
     progress: Callable[[int], None] | None = None,
     occurred_until: str | None = None,
+    parallel: bool = False,
 ) -> int:
     """Clear the read models behind ``projector`` and fold the whole log into them
     (with ``occurred_until``, only the events that had occurred by then).
 
     Runs inside the caller's transaction on ``projector.conn``; ``source`` may be
     another connection (a scratch database reading the live log). The secondary indexes
-    are built once at the end, and the keys loaded in one query at the start.
+    are built once at the end, and the keys loaded in one query at the start. With
+    ``parallel``, a large log is planned in worker processes (see rmcore.fold_workers):
+    only for a caller that holds the write lock and has changed neither log nor keys.
     """
     projector.clear()
     projector.defer_indexes()
     if projector.keyring is not None:
         projector.keyring.preload()
+    plans = _parallel_plans(source, projector, batch, occurred_until) if parallel else None
+    if plans is None:
+        plans = (
+            plan_fold(rows, projector.schemas, projector.registry, projector.keyring)
+            for rows in source.scan(0, batch=batch, occurred_until=occurred_until)
+        )
     total = 0
-    for rows in source.scan(0, batch=batch, occurred_until=occurred_until):
-        total += projector.apply_rows(rows)
+    for plan in plans:
+        total += projector.execute(plan)
         if progress:
-            progress(len(rows))
+            progress(plan.events)
     projector.build_deferred_indexes()
     return total
+
+
+def _parallel_plans(
+    source: SQLiteEventStore, projector: Projector, batch: int, occurred_until: str | None
+) -> Iterator[FoldPlan] | None:
+    """Plans made in worker processes, when the log is large and both files are on disk."""
+    from rmcore import fold_workers
+
+    head = source.head()[0]
+    workers = fold_workers.worker_count(head)
+    keyring = projector.keyring
+    if not workers or keyring is None:
+        return None
+    log_path = fold_workers.database_file(source.conn)
+    keys_path = fold_workers.database_file(keyring.conn)
+    if log_path is None or keys_path is None:
+        return None
+    return fold_workers.parallel_plans(
+        log_path,
+        keys_path,
+        projector,
+        until=head,
+        batch=batch,
+        occurred_until=occurred_until,
+        workers=workers,
+    )
 
 
 def compare(conn: sqlite3.Connection, other_schema: str, limit: int = 20) -> list[str]:
