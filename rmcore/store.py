@@ -572,15 +572,27 @@ class SQLiteEventStore:
     )
 
     def scan(
-        self, since: int = 0, *, batch: int = 5000, occurred_until: str | None = None
+        self,
+        since: int = 0,
+        *,
+        batch: int = 5000,
+        occurred_until: str | None = None,
+        until: int | None = None,
     ) -> Iterator[list[tuple]]:
-        """Batches of plain ``PROJECTION_COLUMNS`` tuples after ``since``, for folds;
-        ``occurred_until`` keeps only what had happened in the world by then."""
-        until = "" if occurred_until is None else " AND occurred_at <= ?"
+        """Batches of plain ``PROJECTION_COLUMNS`` tuples after ``since`` (up to position
+        ``until``), for folds; ``occurred_until`` keeps only what had happened in the
+        world by then."""
+        where, params = "position > ?", [since]
+        if until is not None:
+            where += " AND position <= ?"
+            params.append(until)
+        if occurred_until is not None:
+            where += " AND occurred_at <= ?"
+            params.append(occurred_until)
         cursor = self.conn.execute(
             f"SELECT {', '.join(self.PROJECTION_COLUMNS)} FROM events"
-            f" WHERE position > ?{until} ORDER BY position",
-            (since,) if occurred_until is None else (since, occurred_until),
+            f" WHERE {where} ORDER BY position",
+            params,
         )
         while rows := cursor.fetchmany(batch):
             yield rows
