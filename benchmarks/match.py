@@ -17,7 +17,12 @@ in a process of its own so that peak memory is measured per run:
 - the reference optimum: every pair scored into a dense matrix (one column per free
   place) and solved by scipy's ``linear_sum_assignment``.
 
-It prints time, peak memory and total score as a fraction of the reference optimum.
+It prints time, peak memory and total score as a fraction of the reference optimum,
+and the machine's load average. ``rmcore match`` and ``rmcore --help`` (start-up alone)
+run alternately, best of ``--repeat`` each, so a busy moment slows both. Every process
+runs with compiled bytecode cached, as after a normal install (the cache goes to a
+temporary folder; ``PYTHONDONTWRITEBYTECODE`` is ignored, as in benchmarks/startup.py).
+The other measurements import their libraries before the clock starts.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import json
+import os
 import random
 import subprocess
 import sys
@@ -149,11 +155,26 @@ def build(path: Path, n: int, seed: int) -> None:
             engine.execute(PROGRAM, commands, actor="bench")
 
 
+def _libraries(reference: bool = False) -> None:
+    """Import every library a measurement may use, so that no timing includes an import."""
+    import importlib.util
+
+    import numpy  # noqa: F401
+    import rmcore_plugins.matching_skills.strategy  # noqa: F401
+    import scipy.sparse.csgraph  # noqa: F401
+
+    if importlib.util.find_spec("lap") is not None:
+        import lap  # noqa: F401
+    if reference:
+        import scipy.optimize  # noqa: F401
+
+
 def _child(mode: str, db: str) -> None:
     """Run one measured computation and print its result as JSON."""
     if mode == "cli":
         _in_process(db)
         return
+    _libraries(reference=mode == "reference")
     from rmcore.engine import Engine
     from rmcore.matching import snapshot
 
@@ -183,10 +204,10 @@ def _in_process(db: str) -> None:
     import contextlib
     import io
 
-    import numpy  # noqa: F401
-    import rmcore_plugins.matching_skills.strategy  # noqa: F401
-    import scipy.sparse.csgraph  # noqa: F401
+    from rmcore.match_command import single_threaded_blas
 
+    single_threaded_blas()  # as the command does before numpy loads
+    _libraries()
     from rmcore.cli import cli
 
     out = io.StringIO()
@@ -301,6 +322,19 @@ def greedy(problem, slots) -> float:
     return total
 
 
+def environment(cache: str) -> dict[str, str]:
+    """This environment, with bytecode cached in ``cache`` and rmcore's own settings left out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RMCORE_")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = cache
+    return env
+
+
+def load_average() -> float:
+    """The machine's load average over the last minute."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
 def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
     """Run a process; its wall time, peak memory in MB and standard output."""
     with tempfile.TemporaryFile() as out:
@@ -312,40 +346,53 @@ def measured(command: list[str], env: dict[str, str] | None = None) -> tuple[flo
     return seconds, peak, text
 
 
-def run(n: int, folder: Path, seed: int, reference: bool, repeat: int) -> list[dict]:
+def run(
+    n: int, folder: Path, seed: int, reference: bool, repeat: int, env: dict[str, str]
+) -> list[dict]:
     """Every measurement for one size."""
     db = folder / f"match-{n}.db"
     build(db, n, seed)
     python = sys.executable
-    rows = []
-    best_time, peak, text = None, 0.0, ""
+    match = [python, "-m", "rmcore", "--db", str(db), "--program", PROGRAM, "match",
+             "--format", "json"]  # fmt: skip
+    start_up = [python, "-m", "rmcore", "--help"]
+    for command in (start_up, match):  # warm-up: fills the bytecode cache
+        measured(command, env)
+    best = {"match": None, "help": None}
+    peak, text, loads = 0.0, "", [load_average()]
     for _ in range(repeat):
-        seconds, memory, text = measured(
-            [python, "-m", "rmcore", "--db", str(db), "--program", PROGRAM, "match",
-             "--format", "json"]
-        )  # fmt: skip
-        best_time = seconds if best_time is None else min(best_time, seconds)
-        peak = max(peak, memory)
+        for name, command in (("help", start_up), ("match", match)):
+            seconds, memory, output = measured(command, env)
+            best[name] = seconds if best[name] is None else min(best[name], seconds)
+            if name == "match":
+                peak, text = max(peak, memory), output
+        loads.append(load_average())
     found = json.loads(text)
     total = sum(row["score"] for row in found if row["kind"] == "pair")
-    rows.append({"what": "rmcore match (end to end)", "seconds": best_time, "mb": peak,
-                 "total": total, "pairs": sum(r["kind"] == "pair" for r in found)})  # fmt: skip
+    rows = [
+        {"what": "rmcore match (end to end)", "seconds": best["match"], "mb": peak,
+         "total": total, "pairs": sum(r["kind"] == "pair" for r in found),
+         "load": (min(loads), max(loads))},
+        {"what": "rmcore --help (start-up only)", "seconds": best["help"], "mb": 0.0,
+         "total": 0.0},
+    ]  # fmt: skip
     for mode, label in (
         ("cli", "rmcore match (after start-up)"),
         ("topk", "top-K graph only"),
         ("greedy", "greedy best-pair-first"),
     ):
-        seconds, memory, text = measured([python, __file__, "--child", mode, str(db)])
+        seconds, memory, text = measured([python, __file__, "--child", mode, str(db)], env)
         result = json.loads(text)
         rows.append({"what": label, "seconds": result["seconds"], "mb": memory,
                      "total": result["total"]})  # fmt: skip
     if reference:
-        seconds, memory, text = measured([python, __file__, "--child", "reference", str(db)])
+        seconds, memory, text = measured([python, __file__, "--child", "reference", str(db)], env)
         result = json.loads(text)
         rows.append({"what": "linear_sum_assignment (dense)", "seconds": result["seconds"],
                      "mb": memory, "total": result["total"], "solve": result["lsa"]})  # fmt: skip
         for row in rows:
-            row["ratio"] = row["total"] / result["total"] if result["total"] else 1.0
+            if row["total"]:
+                row["ratio"] = row["total"] / result["total"] if result["total"] else 1.0
     return rows
 
 
@@ -363,20 +410,28 @@ def main() -> None:
         _child(*args.child)
         return
     sizes = [int(s) for s in args.sizes.split(",")]
-    with tempfile.TemporaryDirectory() as scratch:
+    with (
+        tempfile.TemporaryDirectory() as scratch,
+        tempfile.TemporaryDirectory(prefix="rmcore-pycache-") as cache,
+    ):
+        env = environment(cache)
         folder = Path(args.folder or scratch)
         folder.mkdir(parents=True, exist_ok=True)
         header = f"{'per side':>8}  {'':<31}{'seconds':>8}  {'peak MB':>8}  {'total':>10}  ratio"
         print(header)
         print("-" * len(header))
         for n in sizes:
-            for row in run(n, folder, args.seed, not args.no_reference, args.repeat):
+            for row in run(n, folder, args.seed, not args.no_reference, args.repeat, env):
                 ratio = f"{row['ratio']:.4%}" if "ratio" in row else "-"
                 extra = f"  (solve {row['solve']:.1f} s)" if "solve" in row else ""
                 extra += f"  {row['pairs']} pairs" if "pairs" in row else ""
+                if "load" in row:
+                    extra += f"  (load average {row['load'][0]:.2f}-{row['load'][1]:.2f})"
+                mb = f"{row['mb']:>8.0f}" if row["mb"] else f"{'-':>8}"
+                total = f"{row['total']:>10.1f}" if row["total"] else f"{'-':>10}"
                 print(
-                    f"{n:>8}  {row['what']:<31}{row['seconds']:>8.2f}  {row['mb']:>8.0f}  "
-                    f"{row['total']:>10.1f}  {ratio}{extra}",
+                    f"{n:>8}  {row['what']:<31}{row['seconds']:>8.2f}  {mb}  "
+                    f"{total}  {ratio}{extra}",
                     flush=True,
                 )
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,7 @@ from rmcore import cli as cli_module
 from rmcore import hookimpl
 from rmcore.commands import Join
 from rmcore.engine import Engine
-from rmcore.match_command import DelayedProgress
+from rmcore.match_command import BLAS_THREAD_VARIABLES, DelayedProgress
 from rmcore.matching import strategies
 
 PEOPLE = [
@@ -238,6 +240,65 @@ def test_the_command_line_loads_without_numpy_or_scipy():
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert helped.returncode == 0
     assert "--apply" in helped.stdout and "--strategy" in helped.stdout
+
+
+PROBE = """
+import json, sys
+sys.argv = ["rmcore", *sys.argv[1:]]
+from rmcore.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print(json.dumps(sorted(m for m in ("numpy", "lap", "scipy") if m in sys.modules)), file=sys.stderr)
+"""
+
+
+def test_a_small_program_is_matched_and_proven_without_loading_scipy(program, db_path):
+    """scipy's graph solver takes longer to import than a small program takes to match:
+    the dense path needs only numpy and ``lap``."""
+    pytest.importorskip("lap")
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, "--db", str(db_path), "match", "--format", "json"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "proven optimal" in done.stderr
+    assert len([row for row in json.loads(done.stdout) if row["kind"] == "pair"]) == 2
+    assert json.loads(done.stderr.strip().splitlines()[-1]) == ["lap", "numpy"]
+
+
+SHOW_BLAS = (
+    "import os; from rmcore.match_command import single_threaded_blas;"
+    "single_threaded_blas(); print(os.environ.get('OPENBLAS_NUM_THREADS'))"
+)
+
+
+@pytest.mark.parametrize(
+    ("chosen", "expected"),
+    [({}, "1"), ({"OPENBLAS_NUM_THREADS": "4"}, "4"), ({"OMP_NUM_THREADS": "2"}, "None")],
+)
+def test_matching_runs_blas_on_one_thread_unless_the_operator_chose_a_number(chosen, expected):
+    """The operator's own thread settings win; otherwise one BLAS thread."""
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_THREAD_VARIABLES}
+    done = subprocess.run([sys.executable, "-c", SHOW_BLAS], env={**env, **chosen},
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected
+
+
+def test_matching_leaves_the_garbage_collector_on_even_when_refused(program):
+    """The collector is paused while matching only."""
+    assert gc.isenabled()
+    assert json_rows(program("match", "--format", "json"))
+    assert gc.isenabled()
+    refused = program("match", "--strategy", "nobody")
+    assert refused.exit_code != 0
+    assert gc.isenabled()
+    bad = program("config", "set", "matching_skills.min_score", '"high"')
+    assert bad.exit_code == 0, bad.stderr
+    assert program("match").exit_code == 1
+    assert gc.isenabled()
 
 
 def test_a_retried_apply_with_the_same_idempotency_key_records_nothing_more(program, raw_log):

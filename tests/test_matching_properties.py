@@ -8,14 +8,17 @@ per-pair ``explain``, which the vectorised solver must agree with.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import math
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rmcore_plugins.matching_skills import rmcore_match
+from rmcore_plugins.matching_skills import dense, rmcore_match
 from rmcore_plugins.matching_skills.scoring import eligible, explain, profile
 from rmcore_plugins.matching_skills.settings import load_settings
 
@@ -70,6 +73,31 @@ def programs(draw, max_people: int = 8):
     if draw(st.booleans()):
         config["matching_skills.reverse_only"] = True
     return people, pairs, config
+
+
+# Small programs take the dense path (every pair solved at once) when ``lap`` is installed;
+# the sparse path (candidates, pricing) serves larger ones. Both must keep every property.
+PATHS = pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(
+            "dense",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("lap") is None, reason="the dense path needs lap"
+            ),
+        ),
+        "sparse",
+    ],
+)
+
+
+@contextlib.contextmanager
+def solver_path(path: str):
+    """Run the strategy on one path: ``dense`` (the default for small programs) or ``sparse``."""
+    with pytest.MonkeyPatch.context() as patch:
+        if path == "sparse":
+            patch.setattr(dense, "DENSE_SIDE", 0)
+        yield patch
 
 
 def run(people, pairs, config, score_pair=None) -> dict:
@@ -187,12 +215,14 @@ def brute_force(people, pairs, config) -> float:
     return best
 
 
+@PATHS
 @CHECK
 @given(programs())
-def test_the_proposal_is_as_good_as_the_best_assignment_found_by_brute_force(program):
+def test_the_proposal_is_as_good_as_the_best_assignment_found_by_brute_force(path, program):
     """No assignment that keeps the rules has a higher total score."""
     people, pairs, config = program
-    result = run(people, pairs, config)
+    with solver_path(path):
+        result = run(people, pairs, config)
     total = math.fsum(p["score"] for p in result["pairs"])
     assert total == pytest.approx(brute_force(people, pairs, config), abs=1e-6)
     assert result["summary"]["exact"]
@@ -204,17 +234,20 @@ def test_pricing_proves_the_optimum_even_from_a_single_candidate_per_person(prog
     """With one candidate each, the pricing pass must add whatever the optimum needs."""
     people, pairs, config = program
     config = {**config, "matching_skills.candidates": 1}
-    total = math.fsum(p["score"] for p in run(people, pairs, config)["pairs"])
+    with solver_path("sparse"):
+        total = math.fsum(p["score"] for p in run(people, pairs, config)["pairs"])
     assert total == pytest.approx(brute_force(people, pairs, config), abs=1e-6)
 
 
+@PATHS
 @CHECK
 @given(programs(max_people=24), st.sampled_from([1, 64]))
-def test_hard_rules_are_never_broken(program, search_nodes):
+def test_hard_rules_are_never_broken(path, program, search_nodes):
     """Whatever the population, and even with a search cut short, no rule is broken."""
     people, pairs, config = program
     config = {**config, "matching_skills.search_nodes": search_nodes}
-    result = run(people, pairs, config)
+    with solver_path(path):
+        result = run(people, pairs, config)
     chosen = [(p["mentor_id"], p["mentee_id"]) for p in result["pairs"]]
     assert breaks_a_rule(chosen, people, pairs) is None
     assert len(set(chosen)) == len(chosen)
@@ -223,12 +256,14 @@ def test_hard_rules_are_never_broken(program, search_nodes):
         assert proposal["score"] >= settings_.min_score
 
 
+@PATHS
 @CHECK
 @given(programs(max_people=16))
-def test_every_proposal_explains_its_score_and_everyone_left_out_is_listed(program):
+def test_every_proposal_explains_its_score_and_everyone_left_out_is_listed(path, program):
     """Reasons add up to the score; each person on a side without a pair has a reason."""
     people, pairs, config = program
-    result = run(people, pairs, config)
+    with solver_path(path):
+        result = run(people, pairs, config)
     for proposal in result["pairs"]:
         reasons = proposal["reasons"]
         assert math.fsum(reasons["terms"].values()) == pytest.approx(proposal["score"], abs=1e-9)
@@ -242,21 +277,24 @@ def test_every_proposal_explains_its_score_and_everyone_left_out_is_listed(progr
     assert all(u["reason"] and u["side"] in ("mentor", "mentee", "both") for u in listed.values())
 
 
+@PATHS
 @CHECK
 @given(programs(max_people=16), st.randoms(use_true_random=False))
-def test_the_same_program_gives_the_same_pairs_in_any_order(program, rng: random.Random):
+def test_the_same_program_gives_the_same_pairs_in_any_order(path, program, rng: random.Random):
     """Determinism: ties are broken by person id, never by input order or chance."""
     people, pairs, config = program
-    first = run(people, pairs, config)
     shuffled_people, shuffled_pairs = list(people), list(pairs)
     rng.shuffle(shuffled_people)
     rng.shuffle(shuffled_pairs)
-    again = run(shuffled_people, shuffled_pairs, config)
+    with solver_path(path):
+        first = run(people, pairs, config)
+        again = run(shuffled_people, shuffled_pairs, config)
     assert again["pairs"] == first["pairs"]
     assert again["unmatched"] == first["unmatched"]
 
 
-def test_ties_are_broken_the_same_way_every_time():
+@PATHS
+def test_ties_are_broken_the_same_way_every_time(path):
     """Four identical mentors, four identical mentees: one fixed answer."""
     people = [
         Person(person_id=f"m{i}", name="m", email="m@example.org", role="mentor", capacity=1,
@@ -267,15 +305,17 @@ def test_ties_are_broken_the_same_way_every_time():
                skills_sought=("sql",), generation="Gen X")
         for i in range(4)
     ]  # fmt: skip
-    answers = {
-        tuple((p["mentor_id"], p["mentee_id"]) for p in run(people, [], {})["pairs"])
-        for _ in range(5)
-    }
+    with solver_path(path):
+        answers = {
+            tuple((p["mentor_id"], p["mentee_id"]) for p in run(people, [], {})["pairs"])
+            for _ in range(5)
+        }
     assert len(answers) == 1
     assert len(next(iter(answers))) == 4
 
 
-def test_a_both_person_with_capacity_one_is_mentor_or_mentee_not_both():
+@PATHS
+def test_a_both_person_with_capacity_one_is_mentor_or_mentee_not_both(path):
     """Capacity counts pairs on either side for role ``both``."""
 
     def make(capacity: int) -> list[Person]:
@@ -289,31 +329,33 @@ def test_a_both_person_with_capacity_one_is_mentor_or_mentee_not_both():
                    generation="Gen X", skills_sought=("SQL",)),
         ]  # fmt: skip
 
-    one = run(make(1), [], {"matching_skills.min_score": 0.5})
+    with solver_path(path):
+        one = run(make(1), [], {"matching_skills.min_score": 0.5})
+        cut_short = run(
+            make(1), [], {"matching_skills.min_score": 0.5, "matching_skills.search_nodes": 1}
+        )
+        two = run(make(2), [], {"matching_skills.min_score": 0.5})
     bo_pairs = [p for p in one["pairs"] if "bo" in (p["mentor_id"], p["mentee_id"])]
     assert len(bo_pairs) == 1
     assert one["summary"]["exact"]
-    cut_short = run(
-        make(1), [], {"matching_skills.min_score": 0.5, "matching_skills.search_nodes": 1}
-    )
     assert cut_short["summary"]["method"] == "best found"
     assert not cut_short["summary"]["exact"]
     assert len([p for p in cut_short["pairs"] if "bo" in (p["mentor_id"], p["mentee_id"])]) == 1
     assert cut_short["summary"]["upper_bound"] >= one["summary"]["total_score"]
-    two = run(make(2), [], {"matching_skills.min_score": 0.5})
     chosen = {(p["mentor_id"], p["mentee_id"]) for p in two["pairs"]}
     assert chosen == {("jun", "bo"), ("bo", "val")}
 
 
+@PATHS
 @CHECK
 @given(programs(max_people=16))
-def test_sparse_skills_unfolded_tables_and_small_blocks_give_the_same_answer(program):
+def test_sparse_skills_unfolded_tables_and_small_blocks_give_the_same_answer(path, program):
     """The representations chosen for large programs score exactly like the small ones."""
     from rmcore_plugins.matching_skills import problem as problem_module
 
     people, pairs, config = program
-    expected = run(people, pairs, config)
-    with pytest.MonkeyPatch.context() as patch:
+    with solver_path(path) as patch:
+        expected = run(people, pairs, config)
         patch.setattr(problem_module, "DENSE_VOCABULARY", 0)
         patch.setattr(problem_module, "FOLDED_TABLE_CELLS", 0)
         patch.setattr(problem_module, "BLOCK_CELLS", 7)
@@ -328,14 +370,47 @@ def test_if_the_sparse_solver_refuses_best_pair_first_still_keeps_every_rule(pro
     """The fallback: a solver that finds no full matching leaves a valid, unproven answer."""
     from rmcore_plugins.matching_skills import solver
 
-    def refuse(graph, maximize=False):
+    def refuse(n, width, rows, cols, costs):
         raise ValueError("no full matching exists")
 
     people, pairs, config = program
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(solver, "min_weight_full_bipartite_matching", refuse)
+    with solver_path("sparse") as patch:
+        patch.setattr(solver, "full_matching", refuse)
         result = run(people, pairs, config)
     chosen = [(p["mentor_id"], p["mentee_id"]) for p in result["pairs"]]
     assert breaks_a_rule(chosen, people, pairs) is None
     if chosen:
         assert not result["summary"]["exact"]
+
+
+@CHECK
+@given(programs())
+def test_a_dense_answer_that_is_not_optimal_is_caught_and_the_optimum_still_found(program):
+    """The proof refuses a wrong dense assignment (nobody paired); the sparse path then
+    finds and proves the optimum."""
+    pytest.importorskip("lap")
+    people, pairs, config = program
+    with solver_path("dense") as patch:
+        patch.setattr(dense, "assign", lambda weights, slots: np.full(len(weights), -1))
+        result = run(people, pairs, config)
+    total = math.fsum(p["score"] for p in result["pairs"])
+    assert total == pytest.approx(brute_force(people, pairs, config), abs=1e-6)
+    assert result["summary"]["exact"]
+
+
+def test_the_dense_proof_accepts_the_optimum_and_refuses_a_worse_assignment():
+    """Two mentees, two mentors: crossing the pairs loses 2 points, and the dual prices
+    that prove the straight assignment cannot be found for the crossed one."""
+    pytest.importorskip("lap")
+    weights = np.array([[3.0, 1.0], [1.0, 1.0]])
+    slots = np.array([1, 1])
+    proven = dense.prove(weights, slots, dense.assign(weights, slots))
+    assert proven.mentor_of.tolist() == [0, 1]
+    assert proven.value == 4.0 and proven.proven
+    prices = proven.row_price[:, None] + proven.col_price[None, :]
+    assert np.all(prices >= weights - 1e-12)
+    assert proven.row_price.sum() + (slots * proven.col_price).sum() == pytest.approx(4.0)
+    with pytest.raises(dense.Unproven):
+        dense.prove(weights, slots, np.array([1, 0]))
+    with pytest.raises(dense.Unproven):
+        dense.prove(weights, slots, np.array([-1, 1]))

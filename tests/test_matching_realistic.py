@@ -176,3 +176,27 @@ def test_the_program_as_a_whole_gets_reverse_two_way_pairs(result):
     assert result.summary["exact"]
     for p in proposals:
         assert sum(p.reasons["terms"].values()) == pytest.approx(p.score)
+
+
+def test_the_dense_and_the_sparse_solver_prove_the_same_optimum(tmp_path):
+    """The 200-person program solved both ways: every pair at once (small programs), and
+    candidates with pricing (large ones). Ties may be broken differently; the total may not."""
+    pytest.importorskip("lap")
+    from rmcore_plugins.matching_skills import dense
+
+    path = tmp_path / "program.db"
+    people = [*HAND_WRITTEN, *random_people(random.Random(2026))]
+    commands = [
+        Join(name=p["person_id"].title(), email=f"{p['person_id']}@example.org",
+             at="2026-01-05T09:00:00Z", **p)
+        for p in people
+    ]  # fmt: skip
+    with Engine.open(path, create=True) as engine:
+        engine.execute("default", commands, actor="hr-ops")
+        every_pair = propose(engine, "default")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(dense, "DENSE_SIDE", 0)
+            sparse = propose(engine, "default")
+    assert every_pair.summary["exact"] and sparse.summary["exact"]
+    assert every_pair.summary["candidate_pairs"] > sparse.summary["candidate_pairs"]
+    assert every_pair.total_score == pytest.approx(sparse.total_score, abs=1e-9)

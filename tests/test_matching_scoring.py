@@ -186,3 +186,51 @@ def test_other_plugins_settings_are_ignored():
 def test_normalise_collapses_unicode_compatibility_forms():
     """Full-width letters and non-breaking spaces read like their plain forms."""
     assert normalise("ＡＩ\u00a0tools") == "ai tools"
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {
+            "matching_skills.mentor_skills": 0.1,
+            "matching_skills.mentee_skills": 0.7,
+            "matching_skills.cross_department": 0.3,
+            "matching_skills.career_stage": 1.1,
+            "matching_skills.timezone_overlap": 0.37,
+            "matching_skills.working_hours": [8.5, 17.25],
+        },
+    ],
+)
+def test_scoring_every_pair_at_once_gives_each_pair_exactly_its_explained_score(config):
+    """The dense scorer adds the same terms in the same order as ``explain``: equal to the
+    last bit, even with weights that binary fractions cannot hold."""
+    import random
+
+    import numpy as np
+    from rmcore_plugins.matching_skills.problem import Problem
+
+    rng = random.Random(7)
+    skills = ["AI tools", "SQL", "negotiation", "coaching", "python", "budgeting"]
+    people = [
+        person(
+            f"p{i:02d}",
+            skills_offered=rng.sample(skills, 3),
+            skills_sought=rng.sample(skills, 2),
+            generation=rng.choice(["Gen Z", "Millennial", "Gen X", ""]),
+            department=rng.choice(["Data", "Sales", ""]),
+            timezone=rng.choice(["Europe/London", "Asia/Kolkata", "America/St_Johns"]),
+        )
+        for i in range(40)
+    ]
+    settings = load_settings(config)
+    profiles = [profile(p, settings) for p in people]
+    mentees, mentors = profiles[:20], profiles[20:]
+    scores, shared, allowed = Problem(mentees, mentors, settings).every_pair()
+    for i, mentee in enumerate(mentees):
+        for j, mentor in enumerate(mentors):
+            explained = explain(mentor, mentee, settings)
+            assert scores[i, j] == explained.score
+            assert shared[i, j] == explained.shared_skills
+    assert allowed.all()
+    assert np.unique(scores).size > 10

@@ -6,8 +6,9 @@ career-stage direction, time-zone overlap, and any other plugin's ``rmcore_score
 The strategy proposes the set of pairs with the highest total score; see
 docs/matching.md.
 
-This module stays light: ``rmcore`` loads it for every command, while numpy and scipy
-are imported only when a match is computed.
+This module stays light: ``rmcore`` loads it for every command, while numpy (with the
+``lap`` solver for small programs, scipy for larger ones) is imported only when a match is
+computed.
 """
 
 from __future__ import annotations

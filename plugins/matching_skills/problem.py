@@ -3,7 +3,9 @@
 Rows are mentees, columns are mentors. ``screen`` scores a block in float32 to find
 candidates and to price the solver's answer; ``exact`` recomputes chosen pairs in
 float64, adding the terms in the same order as :func:`scoring.explain`, so the solver
-optimises exactly the scores the reasons show. Only ``rmcore match`` imports this module.
+optimises exactly the scores the reasons show; ``every_pair`` does the same for a whole
+small program at once. Only ``rmcore match`` imports this module, and scipy is imported
+only for a vocabulary too large for dense skill matrices.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-import scipy.sparse as sp
 from rmcore_plugins.matching_skills.scoring import Profile, stage_direction
 from rmcore_plugins.matching_skills.settings import Settings, overlap
 
@@ -29,6 +30,11 @@ def _codes(values: Sequence) -> tuple[np.ndarray, list]:
     return codes, list(index)
 
 
+def _is_sparse(matrix) -> bool:
+    """Whether a skill matrix is a scipy sparse array (only ever built for a large vocabulary)."""
+    return not isinstance(matrix, np.ndarray)
+
+
 def _incidence(sets: Sequence[frozenset[str]], vocabulary: dict[str, int]):
     """A people x skills 0/1 matrix (dense float32, or CSR for a large vocabulary)."""
     rows, cols = [], []
@@ -39,17 +45,20 @@ def _incidence(sets: Sequence[frozenset[str]], vocabulary: dict[str, int]):
                 rows.append(i)
                 cols.append(j)
     shape = (len(sets), len(vocabulary))
-    data = np.ones(len(rows), np.float32)
-    matrix = sp.csr_array((data, (np.asarray(rows, np.int64), np.asarray(cols, np.int64))), shape)
+    rows_, cols_ = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
     if len(vocabulary) <= DENSE_VOCABULARY:
-        return matrix.toarray()
-    return matrix
+        matrix = np.zeros(shape, np.float32)
+        matrix[rows_, cols_] = 1.0
+        return matrix
+    import scipy.sparse as sp
+
+    return sp.csr_array((np.ones(len(rows), np.float32), (rows_, cols_)), shape)
 
 
 def _times(left, right) -> np.ndarray:
     """``left @ right`` as a dense float32 array, whichever operands are sparse."""
     product = left @ right
-    if sp.issparse(product):
+    if _is_sparse(product):
         product = product.toarray()
     return np.asarray(product, dtype=np.float32)
 
@@ -61,7 +70,9 @@ def _columns(matrix, cols: np.ndarray | None):
 
 def _stack(blocks: list, horizontal: bool):
     """Dense or sparse blocks side by side (or one above the other)."""
-    if any(sp.issparse(b) for b in blocks):
+    if any(_is_sparse(b) for b in blocks):
+        import scipy.sparse as sp
+
         return (sp.hstack if horizontal else sp.vstack)(blocks, format="csr")
     return np.hstack(blocks) if horizontal else np.vstack(blocks)
 
@@ -95,7 +106,7 @@ class Problem:
         # Both directions in one product: mentee (seeks | offers) x mentor (offers | seeks).
         self.mentee_both = _stack([self.mentee_seeks, self.mentee_offers], horizontal=True)
         self.mentor_both_t = _stack([self.mentor_offers_t, self.mentor_seeks_t], horizontal=False)
-        if sp.issparse(self.mentor_both_t):
+        if _is_sparse(self.mentor_both_t):
             self.mentor_both_t = self.mentor_both_t.tocsc()
         self._tables(mentees, mentors)
         pairs = np.array(sorted(set(forbidden)), np.int64).reshape(-1, 2)
@@ -130,7 +141,9 @@ class Problem:
         ).reshape(len(zones_e), len(zones_m))
         # Screening folds the small tables into one over (department, stage, zone) groups
         # when that table stays small, else over (stage, zone) with departments apart.
-        depts_e, depts_m = np.unique(self.dept_e).size, np.unique(self.dept_m).size
+        # Codes are small counts; np.unique would load numpy.ma (10 ms) to find them.
+        depts_e = np.count_nonzero(np.bincount(self.dept_e))
+        depts_m = np.count_nonzero(np.bincount(self.dept_m))
         size = depts_e * len(stages_e) * len(zones_e) * depts_m * len(stages_m) * len(zones_m)
         self.fold_dept = size <= FOLDED_TABLE_CELLS
         fold = 1 if self.fold_dept else 0
@@ -266,12 +279,45 @@ class Problem:
             eligible[start : start + step] = ok
         return scores, eligible
 
+    def every_pair(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Float64 scores of every pair, bit for bit those of ``exact``; how many skills
+        flow in each pair, both directions together; and whether the hard constraints
+        (``reverse_only``, reporting lines, earlier pairs, themselves) allow it.
+
+        Dense ``n x m`` arrays: for small programs only.
+        """
+        s = self.settings
+        forward = _times(self.mentee_seeks, self.mentor_offers_t)
+        backward = _times(self.mentee_offers, self.mentor_seeks_t)
+        # Each term added in turn as ``exact`` adds them, through one scratch array (a
+        # weight of 1 multiplies nothing: x * 1.0 == x exactly).
+        scores = np.multiply(forward, s.mentor_skills, dtype=np.float64)
+        term = np.empty_like(scores)
+        if s.mentee_skills == 1.0:
+            scores += backward
+        else:
+            scores += np.multiply(backward, s.mentee_skills, out=term, dtype=np.float64)
+        crosses = np.not_equal(self.dept_e[:, None], self.dept_m[None, :])
+        crosses &= (self.dept_e > 0)[:, None]
+        crosses &= (self.dept_m > 0)[None, :]
+        np.add(scores, s.cross_department, out=scores, where=crosses)
+        scores += np.take(self.stage_table[self.stage_e], self.stage_m, axis=1, out=term)
+        scores += np.take(self.tz_table[self.tz_e], self.tz_m, axis=1, out=term)
+        if self.extras is not None:
+            scores += self.extras
+        forward += backward
+        allowed = np.take(self.stage_ok[self.stage_e], self.stage_m, axis=1)
+        allowed[self.forbidden_rows, self.forbidden_cols] = False
+        return scores, forward, allowed
+
 
 def _pair_counts(left, right_t, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     """For each k, how many skills row ``rows[k]`` of ``left`` shares with column ``cols[k]``."""
     if left.shape[1] == 0 or not len(rows):
         return np.zeros(len(rows), np.float64)
-    if sp.issparse(left):
+    if _is_sparse(left):
+        import scipy.sparse as sp
+
         a = left[rows]
         b = sp.csr_array(right_t.T)[cols]
         return np.asarray(a.multiply(b).sum(axis=1), np.float64).ravel()

@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from attrs import frozen
+from attrs import field, frozen
 
 PREFIX = "matching_skills."
 
@@ -83,6 +83,8 @@ class Settings:
     candidates: int = 16
     extra_terms_limit: int = 250_000
     search_nodes: int = 64
+    # Canonical names already worked out, by the text as typed: most skills recur.
+    _names: dict[str, str] = field(factory=dict, init=False, eq=False, repr=False)
 
     def skill(self, text: str) -> str:
         """The canonical name of a skill: normalised, then mapped through the aliases."""
@@ -91,7 +93,15 @@ class Settings:
 
     def skills(self, values: Iterable[str]) -> frozenset[str]:
         """The canonical set of a person's skills (blank entries dropped)."""
-        return frozenset(s for s in (self.skill(v) for v in values) if s)
+        names = self._names
+        found = set()
+        for value in values:
+            name = names.get(value)
+            if name is None:
+                name = names[value] = self.skill(value)
+            if name:
+                found.add(name)
+        return frozenset(found)
 
     def stage(self, generation: str) -> float | None:
         """Where a generation or career stage sits on the scale (None when unknown)."""

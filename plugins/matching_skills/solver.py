@@ -16,9 +16,13 @@ optimum of the top-K graph (within 0.2% of the true optimum on the benchmark, wh
 target is 0.5%).
 
 People with role ``both`` may sit on both sides. The solve above treats the two sides
-independently; ``solve`` then searches (best-first branch and bound on that relaxation)
+independently; ``search`` then looks (best-first branch and bound on that relaxation)
 for the best assignment in which no such person exceeds their capacity across both
 sides and no two people are paired both ways round.
+
+Small programs skip steps 1-3: :mod:`dense` solves every pair at once and proves the
+answer with the same kind of dual prices, then shares ``search``. scipy is imported
+only when this module's ``full_matching`` runs.
 """
 
 from __future__ import annotations
@@ -28,10 +32,8 @@ import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import scipy.sparse as sp
 from attrs import define, field, frozen
 from rmcore_plugins.matching_skills.problem import SCREEN_TOLERANCE, Problem
-from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 Tick = Callable[[float], None]
 PRICE_TOLERANCE = 1e-9
@@ -200,10 +202,12 @@ def assign(n: int, slots: np.ndarray, rows, cols, weights) -> Relaxed:
     all_weights = np.concatenate([edge_weights, np.zeros(n)])
     ceiling = (all_weights.max() if len(all_weights) else 0.0) + 1.0
     width = total_slots + n
-    graph = sp.csr_array((ceiling - all_weights, (all_rows, all_cols)), shape=(n, width))
-    graph.sort_indices()
     try:
-        row_ind, col_ind = min_weight_full_bipartite_matching(graph) if n else (all_rows[:0],) * 2
+        row_ind, col_ind = (
+            full_matching(n, width, all_rows, all_cols, ceiling - all_weights)
+            if n
+            else (all_rows[:0],) * 2
+        )
     except ValueError:
         # Every mentee has a column of its own, so a full matching exists; should the
         # solver still refuse, fall back to best-pair-first and claim nothing about it.
@@ -230,6 +234,17 @@ def assign(n: int, slots: np.ndarray, rows, cols, weights) -> Relaxed:
     if total_slots:
         col_price[slots > 0] = np.minimum.reduceat(prices[:total_slots], offsets[:-1][slots > 0])
     return Relaxed(mentor_of, weight_of, float(weight_of.sum()), row_price, col_price, proven)
+
+
+def full_matching(n: int, width: int, rows, cols, costs) -> tuple[np.ndarray, np.ndarray]:
+    """scipy's sparse Jonker-Volgenant solver on an ``n x width`` graph: the minimum-cost
+    matching that covers every row (ValueError when none exists)."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
+    graph = sp.csr_array((costs, (rows, cols)), shape=(n, width))
+    graph.sort_indices()
+    return min_weight_full_bipartite_matching(graph)
 
 
 def _column_prices(width, rows, cols, weights, matched_col, matched_weight):
@@ -500,16 +515,32 @@ def solve(
 ) -> Solution:
     """The best assignment that respects every rule, by best-first branch and bound."""
     pool = Pool(found.rows.copy(), found.cols.copy(), found.weights.copy(), problem.m)
+
+    def branch(limits: Restrictions, tick: Tick | None = None) -> Relaxed:
+        """The optimum of one branch over the shared pool of candidate pairs."""
+        return relax(problem, found, pool, slots, limits, pricing, tick)
+
+    return search(branch, duals, max_branches=max_branches, time_budget=time_budget, tick=tick)
+
+
+Branch = Callable[..., Relaxed]
+
+
+def search(
+    branch: Branch,
+    duals: Sequence[Dual],
+    *,
+    max_branches: int,
+    time_budget: float = 10.0,
+    tick: Tick | None = None,
+) -> Solution:
+    """Best-first branch and bound over the conflicts of ``both`` participants.
+
+    ``branch(limits, tick=None)`` returns the optimum of the relaxation restricted by
+    ``limits``; the first conflict-free optimum taken from the heap is the answer.
+    """
     started = time.monotonic()
-    root = relax(
-        problem,
-        found,
-        pool,
-        slots,
-        Restrictions(),
-        pricing,
-        (lambda f: tick(0.5 * f)) if tick else None,
-    )
+    root = branch(Restrictions(), (lambda f: tick(0.5 * f)) if tick else None)
     proven = root.proven
     heap: list[tuple[float, int, Restrictions, Relaxed]] = [(-root.value, 0, Restrictions(), root)]
     counter = 1
@@ -524,7 +555,7 @@ def solve(
             break
         heapq.heappop(heap)
         for child in _children(found_conflicts[0], limits):
-            result = relax(problem, found, pool, slots, child, pricing)
+            result = branch(child)
             proven = proven and result.proven
             heapq.heappush(heap, (-result.value, counter, child, result))
             counter += 1

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from attrs import define, evolve, field
-from rmcore_plugins.matching_skills import solver
+from rmcore_plugins.matching_skills import dense, solver
 from rmcore_plugins.matching_skills.problem import Problem
 from rmcore_plugins.matching_skills.scoring import eligible, explain, profile
 from rmcore_plugins.matching_skills.settings import Settings, load_settings
@@ -141,21 +141,13 @@ def propose(
     if every_pair_extras:
         extras = _extras(split, score_pair, meter.phase(0.0, 0.2))
     problem = Problem(mentee_profiles, mentor_profiles, settings, split.forbidden, extras)
-    k = settings.candidates * (2 if score_pair is not None and extras is None else 1)
-    found = solver.candidates(problem, k, meter.phase(0.2, 0.6))
-    if score_pair is not None and extras is None:
-        found = _candidate_extras(found, split, score_pair, settings)
-        pricing = False
     slots = np.array(split.slots, np.int64)
-    solution = solver.solve(
-        problem,
-        found,
-        slots,
-        split.duals,
-        pricing=pricing,
-        max_branches=settings.search_nodes,
-        tick=meter.phase(0.6, 0.95),
-    )
+    solved = None
+    if pricing and (score_pair is None or every_pair_extras) and dense.usable(problem, slots):
+        solved = _dense(problem, split, slots, settings, meter)
+    if solved is None:
+        solved = _sparse(problem, split, slots, settings, meter, pricing, score_pair, extras)
+    found, solution, candidate_pairs = solved
     proposals, dropped = _proposals(solution, split, mentee_profiles, mentor_profiles, settings,
                                     score_pair)  # fmt: skip
     unmatched = _unmatched(
@@ -174,7 +166,7 @@ def propose(
             "mentees": n,
             "mentors": m,
             "places": int(slots.sum()),
-            "candidate_pairs": len(found.rows),
+            "candidate_pairs": candidate_pairs,
             "branches": solution.branches,
             "already_mentored": split.already_mentored,
             "mentors_at_capacity": split.at_capacity,
@@ -184,6 +176,42 @@ def propose(
             "seconds": round(time.perf_counter() - started, 3),
         },
     }
+
+
+def _dense(problem: Problem, split: Sides, slots: np.ndarray, settings: Settings, meter: Meter):
+    """Every pair scored and solved at once (small programs); None if not proven optimal."""
+    weights, found = dense.score(problem)
+    meter.phase(0.2, 0.6)(1.0)
+    try:
+        solution = dense.solve(
+            weights,
+            slots,
+            split.duals,
+            max_branches=settings.search_nodes,
+            tick=meter.phase(0.6, 0.95),
+        )
+    except dense.Unproven:
+        return None
+    return found, solution, int(np.count_nonzero(weights))
+
+
+def _sparse(problem, split, slots, settings, meter, pricing, score_pair, extras):
+    """Candidates, an exact sparse solve and, with ``pricing``, the proof over all pairs."""
+    k = settings.candidates * (2 if score_pair is not None and extras is None else 1)
+    found = solver.candidates(problem, k, meter.phase(0.2, 0.6))
+    if score_pair is not None and extras is None:
+        found = _candidate_extras(found, split, score_pair, settings)
+        pricing = False
+    solution = solver.solve(
+        problem,
+        found,
+        slots,
+        split.duals,
+        pricing=pricing,
+        max_branches=settings.search_nodes,
+        tick=meter.phase(0.6, 0.95),
+    )
+    return found, solution, len(found.rows)
 
 
 def _extras(split: Sides, score_pair: ScorePair, tick) -> np.ndarray:
