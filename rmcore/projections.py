@@ -12,16 +12,17 @@ SQLite picks the fields in C, so a replay never builds an event object per row.
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 
 from rmcore.codec import canonical_json
 from rmcore.events import EventRegistry
 from rmcore.model import LIST_FIELDS, PROFILE_FIELDS
-from rmcore.personal import ERASED, NESTED, PERSONAL_FIELDS
+from rmcore.personal import ERASED, NESTED, PERSONAL_FIELDS, PREFIX
 from rmcore.store import SQLiteEventStore, StoredEvent
 
 if TYPE_CHECKING:
@@ -154,9 +155,45 @@ SUBJECT_OF = {
 
 
 def _opened(type_name: str, field: str) -> str:
-    """The parameter holding a personal field, opened before the fold: ``?5`` for the
-    first of the type's ``PERSONAL_FIELDS``, ``?6`` for the second."""
-    return f"?{5 + PERSONAL_FIELDS[type_name].index(field)}"
+    """SQL for a personal field: the value opened before the fold when it was sealed
+    (parameter ``?5`` for the type's first ``PERSONAL_FIELDS``, ``?6`` for its second),
+    else the payload's own (plain) value."""
+    path = f"$.{NESTED[type_name]}.{field}" if type_name in NESTED else field
+    return f"coalesce(?{5 + PERSONAL_FIELDS[type_name].index(field)}, ?4 ->> '{path}')"
+
+
+# A sealed value as it appears in canonical JSON (base64 needs no escaping), and the
+# subject ids (person and pair ids hold no quote or backslash).
+_SEALED = {
+    field: re.compile(f'"{field}":"({PREFIX}[^"\\\\]*)"')
+    for fields in PERSONAL_FIELDS.values()
+    for field in fields
+}
+_SUBJECT_ID = {
+    subject: re.compile(f'"{subject}_id":"([^"\\\\]*)"') for subject in set(SUBJECT_OF.values())
+}
+
+
+def _opened_values(
+    type_name: str, program: str, data: str, open_value: Callable[..., Any] | None
+) -> tuple[Any, ...]:
+    """The type's personal fields opened (None for a field that is not sealed)."""
+    fields = PERSONAL_FIELDS[type_name]
+    found = [_SEALED[field].search(data) for field in fields]
+    if open_value is None or not any(found):
+        return (None,) * len(fields)
+    subject = SUBJECT_OF[type_name]
+    match = _SUBJECT_ID[subject].search(data)
+    if match is None:  # an id with escapes: read it properly
+        payload = json.loads(data)
+        subject_id = payload.get(f"{subject}_id")
+    else:
+        subject_id = match.group(1)
+    key = f"{subject}:{subject_id}"
+    return tuple(
+        None if sealed is None else open_value(program, key, field, sealed.group(1))
+        for field, sealed in zip(fields, found)
+    )
 
 
 def _profile_update_sql() -> str:
@@ -439,20 +476,11 @@ def plan_fold(
     for position, program, type_name, schema, occurred_at, _recorded_at, data in rows:
         statements = None if type_name == prepared else STATEMENTS.get(type_name)
         if statements is not None:
-            fields = PERSONAL_FIELDS.get(type_name)
-            payload = None
             if schema != schemas.get(type_name, schema):
                 payload = registry.upcast(type_name, schema, json.loads(data))
                 data = canonical_json(payload)
-            if fields:
-                if payload is None:
-                    payload = json.loads(data)
-                target = payload.get(NESTED[type_name], {}) if type_name in NESTED else payload
-                subject = SUBJECT_OF[type_name]
-                subject = f"{subject}:{payload.get(f'{subject}_id')}"
-                values = [target.get(field) for field in fields]
-                if open_value is not None:
-                    values = [open_value(program, subject, f, v) for f, v in zip(fields, values)]
+            if type_name in PERSONAL_FIELDS:
+                values = _opened_values(type_name, program, data, open_value)
                 params = (position, program, occurred_at, data, *values)
             else:
                 params = (position, program, occurred_at, data)

@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from rmcore import audit, fold_workers
+from rmcore.codec import canonical_json
 from rmcore.engine import Engine
+from rmcore.events import Joined
 from rmcore.projections import TABLES, rebuild
+from rmcore.store import NewEvent
 
 REQUIRED = {"people", "pairs", "sessions", "feedback", "config", "programs"}
 READ_MODELS = tuple(TABLES)
@@ -238,11 +241,45 @@ def test_a_worker_that_fails_fails_the_replay_and_changes_nothing(
     conn = sqlite3.connect(populated_db)
     conn.execute("DROP TRIGGER events_no_update")
     conn.execute(
-        "UPDATE events SET data = '{not json' WHERE position = (SELECT max(position)"
-        " FROM events WHERE type = 'feedback_given')"
+        # Another schema version makes the worker parse the payload to upcast it.
+        "UPDATE events SET data = '{not json', schema = schema + 1 WHERE position ="
+        " (SELECT max(position) FROM events WHERE type = 'feedback_given')"
     )
     conn.commit()
     conn.close()
     with pytest.raises(json.JSONDecodeError):
         _fold(populated_db, parallel=True)
     assert snapshot(populated_db) == before
+
+
+def test_personal_fields_stored_in_plain_text_or_mangled_read_back_as_before(db_path: Path):
+    """A log written before sealing existed folds its plain values as they are; a sealed
+    value that no key opens (here, mangled) reads as erased; a replay agrees."""
+    engine = Engine.open(db_path, create=True)
+    try:
+        plain = Joined(person_id="ada", name='Ada "Lovelace"', email="ada@example.org",
+                       role="mentor", capacity=1)  # fmt: skip
+        payload = engine.codec.unstructure(plain)
+        mangled = dict(payload, person_id="bob", email="bob@example.org")
+        engine.keyring.seal("demo", "person:bob", "joined", mangled)
+        mangled["name"] = mangled["name"][:-4] + "AAAA"
+        with engine.store.transaction():
+            stored = engine.store.append(
+                "demo",
+                [NewEvent(f"person:{p['person_id']}", "joined", plain.schema,
+                          "2025-01-01T00:00:00Z", canonical_json(p))
+                 for p in (payload, mangled)],
+                actor="test",
+            )  # fmt: skip
+            engine.projector.apply(stored)
+    finally:
+        engine.close()
+    before = snapshot(db_path)
+    names = {row[1]: (row[2], row[3]) for row in before["people"]}
+    assert names == {
+        "ada": ('Ada "Lovelace"', "ada@example.org"),
+        "bob": ("[erased]", "bob@example.org"),
+    }
+    with Engine.open(db_path) as engine:
+        audit.replay(engine)
+    assert snapshot(db_path) == before
