@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
 
-from rmcore.codec import canonical_json
+from rmcore.codec import DecodeError, canonical_json
 from rmcore.events import EventRegistry
 from rmcore.model import LIST_FIELDS, PROFILE_FIELDS
 from rmcore.personal import ERASED, NESTED, PERSONAL_FIELDS, PREFIX
@@ -477,8 +477,7 @@ def plan_fold(
         statements = None if type_name == prepared else STATEMENTS.get(type_name)
         if statements is not None:
             if schema != schemas.get(type_name, schema):
-                payload = registry.upcast(type_name, schema, json.loads(data))
-                data = canonical_json(payload)
+                data = _upcast(registry, position, type_name, schema, data)
             if type_name in PERSONAL_FIELDS:
                 values = _opened_values(type_name, program, data, open_value)
                 params = (position, program, occurred_at, data, *values)
@@ -508,6 +507,16 @@ def plan_fold(
         rows[-1][0],
         len(rows),
     )
+
+
+def _upcast(registry: EventRegistry, position: int, type_name: str, schema: int, data: str) -> str:
+    """A payload stored under another schema version, as today's canonical JSON."""
+    try:
+        return canonical_json(registry.upcast(type_name, schema, json.loads(data)))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DecodeError(
+            f"position {position}: the {type_name} payload (schema {schema}) cannot be read: {exc}"
+        ) from None
 
 
 def _in_runs(statements: list[tuple[str, tuple]], steps: list) -> None:

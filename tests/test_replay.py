@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rmcore import audit, fold_workers
-from rmcore.codec import canonical_json
+from rmcore.codec import DecodeError, canonical_json
 from rmcore.engine import Engine
 from rmcore.events import Joined
 from rmcore.projections import TABLES, rebuild
@@ -247,8 +246,22 @@ def test_a_worker_that_fails_fails_the_replay_and_changes_nothing(
     )
     conn.commit()
     conn.close()
-    with pytest.raises(json.JSONDecodeError):
+    with pytest.raises(DecodeError, match=r"position \d+: the feedback_given payload"):
         _fold(populated_db, parallel=True)
+    assert snapshot(populated_db) == before
+
+
+def test_replaying_a_payload_that_cannot_be_read_names_its_position(populated_db: Path, run_cli):
+    """No traceback: the CLI says which position could not be read, exit 1, nothing changed."""
+    before = snapshot(populated_db)
+    conn = sqlite3.connect(populated_db)
+    conn.execute("DROP TRIGGER events_no_update")
+    conn.execute("UPDATE events SET data = '{not json', schema = schema + 1 WHERE position = 2")
+    conn.commit()
+    conn.close()
+    result = run_cli("replay")
+    assert result.exit_code == 1
+    assert "position 2: the" in result.stderr and "Traceback" not in result.stderr
     assert snapshot(populated_db) == before
 
 
