@@ -575,16 +575,15 @@ def log(app: App, since, types, streams, from_, to, actor_filter, all_programs, 
         actor=actor_filter,
         walk_positions=not all_programs and queries.mostly_program(engine.conn, app.program),
     )
-    out = sys.stdout
+    out = sys.stdout.buffer  # blocks of UTF-8 lines, each written with one call
     try:
         while True:
-            for rows in engine.store.json_lines(where):
-                out.write("\n".join(line for _, _, line in rows))
-                out.write("\n")
-                where = attrs.evolve(where, since=rows[-1][0])
+            for last, block in engine.store.json_line_blocks(where):
+                out.write(block)
+                where = attrs.evolve(where, since=last)
+            out.flush()
             if not follow:
                 return
-            out.flush()
             time.sleep(FOLLOW_POLL_SECONDS)
     except KeyboardInterrupt:
         return

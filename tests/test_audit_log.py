@@ -13,7 +13,21 @@ from pathlib import Path
 import pytest
 from conftest import ACTOR
 
-from rmcore.store import COLUMNS
+from rmcore.commands import (
+    EndPair,
+    Forget,
+    GiveFeedback,
+    Join,
+    Leave,
+    MakePair,
+    RecordSession,
+    SetConfig,
+    UpdateProfile,
+)
+from rmcore.engine import Engine
+from rmcore.events import EventRegistry
+from rmcore.personal import PREFIX
+from rmcore.store import COLUMNS, EventFilter, NewEvent
 
 
 def log_lines(run_cli, *args: str, db: Path | None = None) -> list[dict]:
@@ -70,6 +84,116 @@ def test_every_line_is_a_full_envelope_with_its_hash_and_the_payload_as_an_objec
         expected["data"] = json.loads(expected["data"])
         assert line == expected
         assert len(line["hash"]) == len(line["prev_hash"]) == 64
+
+
+# Awkward text for every place a string can sit: quotes, backslashes, a slash, non-ASCII
+# letters, a character outside the BMP, and line breaks, tabs and other control
+# characters where payloads allow them (envelope fields refuse control characters).
+AWKWARD = 'Zoë "Z" O\'Brien \\ a/b ✓ 😀'
+AWKWARD_MULTILINE = AWKWARD + "\nsecond line\ttab \u2028 end"
+PROGRAM = 'Prögram "Q" \\ ✓'
+ODD_ACTOR = 'hr "ops" \\ ü'
+
+
+def every_event_type(path: Path) -> None:
+    """A log holding every core event type, written through the engine (so names, emails,
+    comments and reasons are sealed), with awkward text in the envelope and the payloads;
+    plus events from elsewhere whose stream names hold quotes and backslashes."""
+    at = "2025-01-0{}T09:00:00Z".format
+    with Engine.open(path) as engine:
+        commands = [
+            SetConfig(key="notify_email.sender", value="hr@example.org", at=at(1)),
+            SetConfig(key="custom.nested", at=at(1), value={
+                "text": AWKWARD_MULTILINE + "\x01\x1f\x7f", "empty": {}, "big": 2**53 + 1,
+                "list": [1, 2.5, -0.001, 1e-7, True, None]}),
+            Join(person_id="zoe", name=AWKWARD, email="zoe.o@example.org", role="mentor",
+                 department=AWKWARD, skills_offered=(AWKWARD, "AI tools"), capacity=2,
+                 goals=(AWKWARD,), at=at(2)),
+            Join(person_id="yan", name="Yan 楊", email="yan@example.org", role="mentee",
+                 skills_sought=("AI tools",), at=at(2)),
+            UpdateProfile(person_id="zoe", changes={"name": "Zoë \"the second\"",
+                                                    "skills_sought": [AWKWARD]}, at=at(3)),
+            MakePair(mentor_id="zoe", mentee_id="yan", goals=(AWKWARD,), score=0.8125,
+                     reasons={"why": AWKWARD_MULTILINE}, at=at(3)),
+            RecordSession(pair_id="zoe-yan", minutes=45, topics=(AWKWARD, "prompting"),
+                          at=at(4)),
+            GiveFeedback(pair_id="zoe-yan", by="yan", rating=5, fresh_perspective=True,
+                         skills_gained=(AWKWARD,), comment=AWKWARD_MULTILINE, at=at(5)),
+            EndPair(pair_id="zoe-yan", reason=AWKWARD, at=at(6)),
+            Leave(person_id="yan", reason=AWKWARD, at=at(7)),
+            Forget(person_id="yan", at=at(8)),
+        ]  # fmt: skip
+        engine.execute(PROGRAM, commands, actor=ODD_ACTOR, idempotency_key='key "1" \\ ✓')
+        with engine.store.transaction():
+            engine.store.append(
+                PROGRAM,
+                [NewEvent('person:"q" \\ ü', "left", 1, at(9), '{"person_id":"q","reason":""}')],
+                actor=ACTOR,
+            )
+
+
+def test_every_event_type_streams_as_its_stored_envelope(db_path: Path, run_cli, raw_log):
+    """Sealed fields, quotes, backslashes, unicode and escaped control characters: every
+    line parses back to exactly the stored row, keys in envelope order, and is the same
+    text SQLite's json_object gives for the row with its payload parsed as JSON."""
+    every_event_type(db_path)
+    result = run_cli("--program", PROGRAM, "log")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout_bytes.decode("utf-8").split("\n")
+    assert lines.pop() == ""
+    rows = raw_log.query("SELECT * FROM events ORDER BY position")
+    assert len(lines) == len(rows)
+    assert {row[COLUMNS.index("type")] for row in rows} == set(EventRegistry().names())
+    reference = raw_log.query(
+        "SELECT json_object("
+        + ", ".join(f"'{c}', {'json(data)' if c == 'data' else c}" for c in COLUMNS)
+        + ") FROM events ORDER BY position"
+    )
+    for line, row, (expected_text,) in zip(lines, rows, reference):
+        parsed = json.loads(line)
+        assert list(parsed) == list(COLUMNS)
+        expected = dict(zip(COLUMNS, row))
+        expected["data"] = json.loads(expected["data"])
+        assert parsed == expected
+        assert line == expected_text
+    joined = next(json.loads(line) for line in lines if '"type":"joined"' in line)
+    feedback = next(json.loads(line) for line in lines if '"type":"feedback_given"' in line)
+    assert joined["data"]["name"].startswith(PREFIX)
+    assert joined["data"]["email"].startswith(PREFIX)
+    assert feedback["data"]["comment"].startswith(PREFIX)
+    assert joined["data"]["department"] == AWKWARD
+    assert feedback["data"]["skills_gained"] == [AWKWARD]
+    assert {line["actor"] for line in map(json.loads, lines)} == {ODD_ACTOR, ACTOR}
+
+
+@pytest.mark.parametrize("batch", [1, 3, 1000])
+@pytest.mark.parametrize(
+    "where",
+    [
+        EventFilter(),
+        EventFilter(program="default"),
+        EventFilter(program="default", walk_positions=True),
+        EventFilter(since=5, types=("session_held", "joined", "configured")),
+        EventFilter(program="pilot-b", streams=("person:zoe", "pair:zoe-yan")),
+    ],
+    ids=["all", "program-by-index", "program-by-position", "since-and-types", "streams"],
+)
+def test_blocks_of_lines_hold_every_matching_event_once_in_log_order(
+    busy_db: Path, raw_log, where: EventFilter, batch: int
+):
+    """However the lines are cut into blocks, joined they are the matching events'
+    envelopes in position order, each block ending on a whole line."""
+    clause, params = where.sql()
+    expected = raw_positions(raw_log, clause.replace("+program", "program"), params)
+    assert expected
+    with Engine.open(busy_db) as engine:
+        blocks = list(engine.store.json_line_blocks(where, batch=batch))
+    assert all(block.endswith(b"\n") for _, block in blocks)
+    lines = [json.loads(line) for _, block in blocks for line in block.splitlines()]
+    assert positions(lines) == expected
+    assert [last for last, _ in blocks] == [
+        line["position"] for line in lines[batch - 1 :: batch]
+    ] + ([] if len(lines) % batch == 0 else [lines[-1]["position"]])
 
 
 def test_the_lines_of_a_single_program_log_link_into_the_chain(db_path: Path, run_cli):
