@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -168,12 +170,19 @@ def snapshot(
     the operator knew. The copy holds the log (up to that moment for ``known_at``), so it
     verifies on its own; its read models answer ``people``, ``pairs`` and ``kpi``.
     Returns the snapshot description and how many events its read models hold.
+
+    The file is built under a scratch name beside ``out`` and takes its name only once
+    complete; a failed run deletes it, so it is written without syncing, and the log is
+    copied into it without a journal. The fold then runs in WAL mode, as in a live file,
+    because replay workers in other processes read the copied log while it is written.
     """
     if (as_of is None) == (known_at is None):
         raise DomainError("give exactly one of --as-of and --known-at")
     out = Path(out)
     if out.exists():
         raise DomainError(f"{out} already exists; point-in-time copies go to a new file")
+    if engine.path is None:
+        raise DomainError("a point-in-time copy needs a database file to copy from")
     head = full_head = engine.store.head()[0]
     if known_at is not None:
         # What the log held then: everything before the first event recorded later (events
@@ -183,35 +192,91 @@ def snapshot(
         ).fetchone()
         head = full_head if row[0] is None else row[0] - 1
     info = Snapshot("as-of" if as_of else "known-at", as_of or known_at, str(engine.path), head)
-    target = db.connect(out, create=True)
+    building = _scratch_file(out)
     try:
-        db.migrate(target)
-        target.execute(
-            "CREATE TABLE snapshot (kind TEXT NOT NULL, moment TEXT NOT NULL,"
-            " source TEXT NOT NULL, head INTEGER NOT NULL)"
-        )
-        target.execute("INSERT INTO snapshot VALUES (?, ?, ?, ?)", attrs.astuple(info))
-    finally:
-        target.close()
-    engine.conn.execute("ATTACH DATABASE ? AS snap", (str(out),))
-    try:
-        engine.conn.execute("BEGIN")
-        if head == full_head:  # without WHERE, SQLite copies pages in bulk
-            engine.conn.execute("INSERT INTO snap.events SELECT * FROM main.events")
-        else:
-            engine.conn.execute(
-                "INSERT INTO snap.events SELECT * FROM main.events WHERE position <= ?", (head,)
+        target = db.connect(building, create=True)
+        try:
+            _unjournaled(target)
+            db.migrate(target)
+            _copy_log(target, Path(engine.path), head)
+            target.execute("PRAGMA journal_mode = WAL")
+            copy = Engine(target, engine.pm, path=building)
+            target.execute("BEGIN")
+            # The copy's own log, as `rmcore replay` folds a live one.
+            folded = rebuild(
+                copy.store,
+                copy.projector,
+                progress=progress,
+                occurred_until=info.occurred_until,
+                parallel=True,
             )
-        # The copy reads names and comments like the live file does, so it needs the keys
-        # (of people not forgotten by now): a copy is personal data until it is deleted.
-        engine.conn.execute("INSERT INTO snap.subject_keys SELECT * FROM main.subject_keys")
-        engine.conn.execute("COMMIT")
+            target.execute(
+                "CREATE TABLE snapshot (kind TEXT NOT NULL, moment TEXT NOT NULL,"
+                " source TEXT NOT NULL, head INTEGER NOT NULL)"
+            )
+            target.execute("INSERT INTO snapshot VALUES (?, ?, ?, ?)", attrs.astuple(info))
+            target.execute("COMMIT")
+        finally:
+            target.close()
+        _publish(building, out)
     finally:
-        engine.conn.execute("DETACH DATABASE snap")
-    with Engine.open(out, pm=engine.pm) as copy:
-        copy.conn.execute("BEGIN IMMEDIATE")
-        folded = rebuild(
-            copy.store, copy.projector, progress=progress, occurred_until=info.occurred_until
-        )
-        copy.conn.execute("COMMIT")
+        _remove_database(building)
     return info, folded
+
+
+def _copy_log(target: sqlite3.Connection, source: Path, head: int) -> None:
+    """Copy the log up to ``head`` and the keys (of people not forgotten by now) into
+    ``target``: the copy reads names and comments like the live file does, so it is
+    personal data until it is deleted."""
+    target.execute("ATTACH DATABASE ? AS source", (str(source),))
+    target.execute("BEGIN")
+    # Without a WHERE clause SQLite moves the stored records as they are, indexes
+    # included, in bulk (faster with a small page cache, as nothing is read back);
+    # right only while the log (as this transaction sees it) ends at head.
+    if target.execute("SELECT max(position) FROM source.events").fetchone()[0] == head:
+        target.execute("PRAGMA cache_size = -2048")
+        target.execute("INSERT INTO main.events SELECT * FROM source.events")
+        target.execute(f"PRAGMA cache_size = -{db.CACHE_KIB}")
+    else:
+        target.execute(
+            "INSERT INTO main.events SELECT * FROM source.events WHERE position <= ?", (head,)
+        )
+    target.execute("INSERT INTO main.subject_keys SELECT * FROM source.subject_keys")
+    target.execute("COMMIT")
+    target.execute("DETACH DATABASE source")
+
+
+def _scratch_file(out: Path) -> Path:
+    """A new, empty, owner-only file beside ``out``, to build it in."""
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+    except OSError as exc:
+        raise db.DatabaseError(f"cannot create {out}: {exc.strerror}") from exc
+    os.close(handle)
+    return Path(name)
+
+
+def _remove_database(path: Path) -> None:
+    """Delete a database file and whatever journal files SQLite left beside it."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+
+
+def _unjournaled(conn: sqlite3.Connection) -> None:
+    """No journal and no syncing: for a file that is deleted if it is not completed."""
+    conn.execute("PRAGMA journal_mode = OFF")
+    conn.execute("PRAGMA synchronous = OFF")
+
+
+def _publish(building: Path, out: Path) -> None:
+    """Give the completed file its name, never replacing a file that appeared meanwhile."""
+    exists = DomainError(f"{out} already exists; point-in-time copies go to a new file")
+    try:
+        os.link(building, out)
+    except FileExistsError:
+        raise exists from None
+    except OSError:  # a file system without hard links
+        if out.exists():
+            raise exists from None
+        os.replace(building, out)

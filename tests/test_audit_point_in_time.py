@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 from conftest import ACTOR
 
+from rmcore import audit
 from rmcore.commands import EndPair, Join, Leave, MakePair, RecordSession, decide
 from rmcore.engine import Engine
 from rmcore.projections import TABLES
 from rmcore.queries import SqlState
+from rmcore.store import NewEvent
 
 
 def person(person_id: str, role: str, at: str) -> Join:
@@ -307,6 +309,64 @@ def test_importing_a_log_into_a_copy_is_refused(
     assert result.exit_code == 1
     assert "read-only" in result.stderr
     assert raw_log.rows(copy) == before
+
+
+@pytest.mark.parametrize(
+    ("option", "moment"),
+    [("--as-of", "2025-02-15"), ("--known-at", "2025-02-21"), ("--known-at", "2030-01-01")],
+)
+def test_a_finished_copy_is_an_ordinary_database_with_nothing_left_beside_it(
+    timeline_db: Path, run_cli, tmp_path: Path, option: str, moment: str
+):
+    """One new file, owner-only and in WAL mode like every rmcore database; the scratch
+    files it was built from are gone."""
+    before = set(tmp_path.iterdir())
+    copy = make_copy(run_cli, tmp_path, option, moment)
+    assert set(tmp_path.iterdir()) - before == {copy}
+    assert copy.stat().st_mode & 0o777 == 0o600
+    conn = sqlite3.connect(copy)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("option", "moment"), [("--as-of", "2025-03-01"),
+                                                ("--known-at", "2030-01-01")])  # fmt: skip
+def test_a_copy_that_fails_half_way_leaves_no_file_behind(
+    timeline_db: Path, run_cli, tmp_path: Path, option: str, moment: str
+):
+    """A payload that is not JSON stops the fold: exit 1, nothing at --out and no scratch
+    file left in its folder."""
+    with Engine.open(timeline_db) as engine, engine.store.transaction():
+        damaged = NewEvent("person:zed", "joined", 1, "2025-02-01T09:00:00Z", "{not json")
+        engine.store.append("default", [damaged], actor=ACTOR)
+    before = set(tmp_path.iterdir())
+    out = tmp_path / "never.db"
+    result = run_cli("replay", option, moment, "--out", str(out))
+    assert result.exit_code == 1, result.output
+    assert not out.exists()
+    assert set(tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize("moment", [{"as_of": "2025-03-01T23:59:59Z"},
+                                    {"known_at": "2030-01-01T00:00:00Z"}])  # fmt: skip
+def test_a_copy_interrupted_while_folding_leaves_no_file_behind(
+    timeline_db: Path, tmp_path: Path, moment: dict
+):
+    """Ctrl-C arrives in the fold (here from its progress callback): neither --out nor the
+    scratch file it was being built in is left."""
+
+    def interrupt(_: int) -> None:
+        raise KeyboardInterrupt
+
+    before = set(tmp_path.iterdir())
+    out = tmp_path / "never.db"
+    with Engine.open(timeline_db) as engine, pytest.raises(KeyboardInterrupt):
+        audit.snapshot(engine, out, progress=interrupt, **moment)
+    assert not out.exists()
+    assert set(tmp_path.iterdir()) == before
 
 
 @pytest.mark.parametrize("option", ["--as-of", "--known-at"])
