@@ -242,6 +242,8 @@ def _copy_log(target: sqlite3.Connection, source: Path, head: int) -> None:
             "INSERT INTO main.events SELECT * FROM source.events WHERE position <= ?", (head,)
         )
     target.execute("INSERT INTO main.subject_keys SELECT * FROM source.subject_keys")
+    # Who was forgotten since reads as erased in the copy too, not as a key never held.
+    target.execute("INSERT INTO main.erased_subjects SELECT * FROM source.erased_subjects")
     target.execute("COMMIT")
     target.execute("DETACH DATABASE source")
 

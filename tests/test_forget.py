@@ -267,3 +267,17 @@ def test_the_outbox_keeps_the_nudges_of_a_pair_whose_id_extends_a_forgotten_pair
     outbox.forget(conn, "p", "li", ["sam-li"])
     left = conn.execute(f"SELECT key FROM {outbox.TABLE}").fetchall()
     assert left == [("nudge.sam-li.wei.2025-03-01.wei",)]
+
+
+def test_a_point_in_time_copy_shows_someone_forgotten_since_as_erased(
+    populated_db, run_cli, tmp_path
+):
+    """Grace was in the program on that date and forgotten later: the copy cannot read
+    her any more, and says why ([erased], not [sealed] as for a key it never had)."""
+    ok(run_cli("forget", "grace"))
+    copy = tmp_path / "march.db"
+    ok(run_cli("replay", "--as-of", "2025-03-31", "--out", str(copy)))
+    listed = json.loads(ok(run_cli("people", "--status", "all", "--format", "json", db=copy)))
+    by_id = {row["person_id"]: row for row in listed}
+    assert (by_id["grace"]["name"], by_id["grace"]["email"]) == ("[erased]", "[erased]")
+    assert by_id["ada"]["name"] == ADA["name"]
