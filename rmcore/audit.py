@@ -112,9 +112,7 @@ def replay(engine: Engine, progress: Progress = None) -> int:
     """Rebuild the live read models from the whole log, in one transaction."""
     until = engine.snapshot.occurred_until if engine.snapshot else None
     with engine.store.transaction():
-        return rebuild(
-            engine.store, engine.projector, progress=progress, occurred_until=until, parallel=True
-        )
+        return rebuild(engine.store, engine.projector, progress=progress, occurred_until=until)
 
 
 def replay_check(engine: Engine, progress: Progress = None) -> list[str]:
@@ -172,9 +170,9 @@ def snapshot(
     Returns the snapshot description and how many events its read models hold.
 
     The file is built under a scratch name beside ``out`` and takes its name only once
-    complete; a failed run deletes it, so it is written without syncing, and the log is
-    copied into it without a journal. The fold then runs in WAL mode, as in a live file,
-    because replay workers in other processes read the copied log while it is written.
+    complete; a failed run deletes it, so it is written without a journal or syncing
+    (the log copied, then folded as ``rmcore replay`` folds a live one) and switched to
+    WAL mode, like every rmcore database, once complete.
     """
     if (as_of is None) == (known_at is None):
         raise DomainError("give exactly one of --as-of and --known-at")
@@ -199,7 +197,6 @@ def snapshot(
             _unjournaled(target)
             db.migrate(target)
             _copy_log(target, Path(engine.path), head)
-            target.execute("PRAGMA journal_mode = WAL")
             copy = Engine(target, engine.pm, path=building)
             target.execute("BEGIN")
             # The copy's own log, as `rmcore replay` folds a live one.
@@ -208,7 +205,6 @@ def snapshot(
                 copy.projector,
                 progress=progress,
                 occurred_until=info.occurred_until,
-                parallel=True,
             )
             target.execute(
                 "CREATE TABLE snapshot (kind TEXT NOT NULL, moment TEXT NOT NULL,"
@@ -216,6 +212,7 @@ def snapshot(
             )
             target.execute("INSERT INTO snapshot VALUES (?, ?, ?, ?)", attrs.astuple(info))
             target.execute("COMMIT")
+            target.execute("PRAGMA journal_mode = WAL")
         finally:
             target.close()
         _publish(building, out)

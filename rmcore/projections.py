@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from attrs import frozen
@@ -437,7 +437,7 @@ class FoldPlan:
 
     ``steps`` are ``(sql, parameter rows)`` to run in order with ``executemany`` (``sql``
     None: build the deferred indexes first); ``programs`` the rows for the ``programs``
-    upsert. Plain tuples and strings only, so a plan can be made in another process.
+    upsert.
     """
 
     steps: list[tuple[str | None, list[tuple]]]
@@ -538,60 +538,27 @@ def rebuild(
     batch: int = 5000,
     progress: Callable[[int], None] | None = None,
     occurred_until: str | None = None,
-    parallel: bool = False,
 ) -> int:
     """Clear the read models behind ``projector`` and fold the whole log into them
     (with ``occurred_until``, only the events that had occurred by then).
 
     Runs inside the caller's transaction on ``projector.conn``; ``source`` may be
     another connection (a scratch database reading the live log). The secondary indexes
-    are built once at the end, and the keys loaded in one query at the start. With
-    ``parallel``, a large log is planned in worker processes (see rmcore.fold_workers):
-    only for a caller that holds the write lock and has changed neither log nor keys.
+    are built once at the end, and the keys loaded in one query at the start.
     """
     projector.clear()
     projector.defer_indexes()
     if projector.keyring is not None:
         projector.keyring.preload()
-    plans = _parallel_plans(source, projector, batch, occurred_until) if parallel else None
-    if plans is None:
-        plans = (
-            plan_fold(rows, projector.schemas, projector.registry, projector.keyring)
-            for rows in source.scan(0, batch=batch, occurred_until=occurred_until)
-        )
     total = 0
-    for plan in plans:
-        total += projector.execute(plan)
+    for rows in source.scan(0, batch=batch, occurred_until=occurred_until):
+        total += projector.execute(
+            plan_fold(rows, projector.schemas, projector.registry, projector.keyring)
+        )
         if progress:
-            progress(plan.events)
+            progress(len(rows))
     projector.build_deferred_indexes()
     return total
-
-
-def _parallel_plans(
-    source: SQLiteEventStore, projector: Projector, batch: int, occurred_until: str | None
-) -> Iterator[FoldPlan] | None:
-    """Plans made in worker processes, when the log is large and both files are on disk."""
-    from rmcore import fold_workers
-
-    head = source.head()[0]
-    workers = fold_workers.worker_count(head)
-    keyring = projector.keyring
-    if not workers or keyring is None:
-        return None
-    log_path = fold_workers.database_file(source.conn)
-    keys_path = fold_workers.database_file(keyring.conn)
-    if log_path is None or keys_path is None:
-        return None
-    return fold_workers.parallel_plans(
-        log_path,
-        keys_path,
-        projector,
-        until=head,
-        batch=batch,
-        occurred_until=occurred_until,
-        workers=workers,
-    )
 
 
 def compare(conn: sqlite3.Connection, other_schema: str, limit: int = 20) -> list[str]:

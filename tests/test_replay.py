@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 from pathlib import Path
 
-import pytest
-
-from rmcore import audit, fold_workers
-from rmcore.codec import DecodeError, canonical_json
+from rmcore import audit
+from rmcore.codec import canonical_json
 from rmcore.engine import Engine
 from rmcore.events import Joined
-from rmcore.projections import TABLES, rebuild
+from rmcore.projections import TABLES
 from rmcore.store import NewEvent
 
 REQUIRED = {"people", "pairs", "sessions", "feedback", "config", "programs"}
@@ -181,74 +178,6 @@ def test_a_replay_that_fails_part_way_keeps_the_indexes_and_the_rows(populated_d
         engine.close()
     assert _indexes(populated_db) == before_indexes
     assert snapshot(populated_db) == before_rows
-
-
-def _fold(path: Path, *, parallel: bool, occurred_until: str | None = None) -> None:
-    """Rebuild the read models of ``path`` in small batches, planned in workers or not."""
-    engine = Engine.open(path)
-    try:
-        with engine.store.transaction():
-            rebuild(
-                engine.store,
-                engine.projector,
-                batch=3,  # many ranges, so every worker plans several and order matters
-                occurred_until=occurred_until,
-                parallel=parallel,
-            )
-    finally:
-        engine.close()
-
-
-@pytest.fixture
-def workers_for_any_log(monkeypatch):
-    """Plan even a small log in worker processes, as a large one would be."""
-    monkeypatch.setattr(fold_workers, "PARALLEL_THRESHOLD", 0)
-    monkeypatch.setattr(fold_workers.os, "cpu_count", lambda: 3)
-
-
-def test_a_replay_planned_in_worker_processes_equals_the_incremental_tables(
-    populated_db: Path, run_cli, workers_for_any_log
-):
-    """Sealed fields opened in the workers, a forgetting in the middle: the same rows."""
-    assert run_cli("forget", "tom").exit_code == 0
-    assert run_cli("session", "ada-grace", "--minutes", "30", "--at", "2025-06-02").exit_code == 0
-    before, indexes = snapshot(populated_db), _indexes(populated_db)
-    _fold(populated_db, parallel=True)
-    assert snapshot(populated_db) == before
-    assert _indexes(populated_db) == indexes
-
-
-def test_a_point_in_time_fold_in_workers_equals_one_in_process(
-    populated_db: Path, tmp_path: Path, workers_for_any_log
-):
-    """With only the events that had occurred by a date, both ways fold the same rows."""
-    everything = snapshot(populated_db)
-    in_process = tmp_path / "in-process.db"
-    shutil.copyfile(populated_db, in_process)
-    _fold(in_process, parallel=False, occurred_until="2025-03-01T00:00:00Z")
-    _fold(populated_db, parallel=True, occurred_until="2025-03-01T00:00:00Z")
-    expected = snapshot(in_process)
-    assert expected["sessions"] and expected != everything  # tom had not left yet
-    assert snapshot(populated_db) == expected
-
-
-def test_a_worker_that_fails_fails_the_replay_and_changes_nothing(
-    populated_db: Path, workers_for_any_log
-):
-    """A payload no worker can read stops the replay with the worker's error, rolled back."""
-    before = snapshot(populated_db)
-    conn = sqlite3.connect(populated_db)
-    conn.execute("DROP TRIGGER events_no_update")
-    conn.execute(
-        # Another schema version makes the worker parse the payload to upcast it.
-        "UPDATE events SET data = '{not json', schema = schema + 1 WHERE position ="
-        " (SELECT max(position) FROM events WHERE type = 'feedback_given')"
-    )
-    conn.commit()
-    conn.close()
-    with pytest.raises(DecodeError, match=r"position \d+: the feedback_given payload"):
-        _fold(populated_db, parallel=True)
-    assert snapshot(populated_db) == before
 
 
 def test_replaying_a_payload_that_cannot_be_read_names_its_position(populated_db: Path, run_cli):
