@@ -125,7 +125,6 @@ def replay_check(engine: Engine, progress: Progress = None) -> list[str]:
         try:
             scratch_conn.execute("PRAGMA synchronous = OFF")
             db.migrate(scratch_conn)
-            engine.keyring.register_sql(scratch_conn)  # personal fields open with live keys
             engine.conn.execute("ATTACH DATABASE ? AS replayed", (scratch,))
             try:
                 # One read transaction: the log that is replayed and the live tables it is
@@ -135,6 +134,7 @@ def replay_check(engine: Engine, progress: Progress = None) -> list[str]:
                     scratch_conn.execute("BEGIN")
                     rebuild(
                         engine.store,
+                        # personal fields open with the live keys
                         Projector(scratch_conn, engine.registry, engine.keyring),
                         progress=progress,
                         occurred_until=engine.snapshot.occurred_until if engine.snapshot else None,

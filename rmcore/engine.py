@@ -125,7 +125,6 @@ class Engine:
         self.codec = Codec(self.registry)
         self.store = SQLiteEventStore(conn)
         self.keyring = Keyring(conn)
-        self.keyring.register_sql(conn)
         self.store.on_rollback.append(self.keyring.drop_cache)
         self.projector = Projector(conn, self.registry, self.keyring)
         self.snapshot = queries.snapshot_of(conn)

@@ -210,10 +210,6 @@ class Keyring:
         """Forget the keys held in memory, after keys were deleted from the table."""
         self._keys.clear()
 
-    def register_sql(self, conn: sqlite3.Connection) -> None:
-        """Make ``rmcore_open(program, subject, field, value)`` callable in SQL on ``conn``."""
-        conn.create_function("rmcore_open", 4, self.open_value)
-
 
 def _personal(type_name: str, payload: dict[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The dict holding an event type's personal fields, and their names (none: ``()``)."""

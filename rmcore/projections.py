@@ -175,12 +175,12 @@ _SUBJECT_ID = {
 
 
 def _opened_values(
-    type_name: str, program: str, data: str, open_value: Callable[..., Any] | None
+    type_name: str, program: str, data: str, open_value: Callable[..., Any]
 ) -> tuple[Any, ...]:
     """The type's personal fields opened (None for a field that is not sealed)."""
     fields = PERSONAL_FIELDS[type_name]
     found = [_SEALED[field].search(data) for field in fields]
-    if open_value is None or not any(found):
+    if not any(found):
         return (None,) * len(fields)
     subject = SUBJECT_OF[type_name]
     match = _SUBJECT_ID[subject].search(data)
@@ -338,7 +338,7 @@ class Projector:
         self,
         conn: sqlite3.Connection,
         registry: EventRegistry,
-        keyring: Keyring | None = None,
+        keyring: Keyring,
     ) -> None:
         self.conn = conn
         self.registry = registry
@@ -450,7 +450,7 @@ def plan_fold(
     rows: Sequence[tuple],
     schemas: dict[str, int],
     registry: EventRegistry,
-    keyring: Keyring | None,
+    keyring: Keyring,
     people: Sequence[tuple] | None = None,
 ) -> FoldPlan:
     """The statements that fold ``PROJECTION_COLUMNS`` rows, personal fields opened.
@@ -458,7 +458,7 @@ def plan_fold(
     Statements are grouped per table, keeping their order within a table, and each run
     of one statement becomes a single ``executemany``; a type in ``BARRIERS`` closes the
     group before and after it. Sealed fields are opened here, with ``keyring``, and
-    passed as parameters ``?5`` and ``?6``; without a keyring they stay as stored.
+    passed as parameters ``?5`` and ``?6``.
     """
     steps: list[tuple[str | None, list[tuple]]] = []
     by_table: dict[str, list[tuple[str, tuple]]] = {}
@@ -466,7 +466,7 @@ def plan_fold(
     prepared = "joined" if people is not None else None
     if people:
         steps.append((PEOPLE_INSERT_SQL, list(people)))
-    open_value = keyring.open_value if keyring is not None else None
+    open_value = keyring.open_value
 
     def close_group() -> None:
         for statements in by_table.values():
@@ -548,8 +548,7 @@ def rebuild(
     """
     projector.clear()
     projector.defer_indexes()
-    if projector.keyring is not None:
-        projector.keyring.preload()
+    projector.keyring.preload()
     total = 0
     for rows in source.scan(0, batch=batch, occurred_until=occurred_until):
         total += projector.execute(
