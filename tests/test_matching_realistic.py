@@ -108,10 +108,8 @@ def random_people(rng: random.Random) -> list[dict]:
     return people
 
 
-@pytest.fixture(scope="module")
-def result(tmp_path_factory):
-    """The proposal for the 200-person program."""
-    path = tmp_path_factory.mktemp("realistic") / "program.db"
+def program(path) -> Engine:
+    """A new database holding the 200-person program (the hand-written people first)."""
     people = [*HAND_WRITTEN, *random_people(random.Random(2026))]
     assert len(people) == 200
     commands = [
@@ -119,8 +117,15 @@ def result(tmp_path_factory):
              at="2026-01-05T09:00:00Z", **p)
         for p in people
     ]  # fmt: skip
-    with Engine.open(path, create=True) as engine:
-        engine.execute("default", commands, actor="hr-ops")
+    engine = Engine.open(path, create=True)
+    engine.execute("default", commands, actor="hr-ops")
+    return engine
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    """The proposal for the 200-person program."""
+    with program(tmp_path_factory.mktemp("realistic") / "program.db") as engine:
         return propose(engine, "default")
 
 
@@ -184,15 +189,7 @@ def test_the_dense_and_the_sparse_solver_prove_the_same_optimum(tmp_path):
     pytest.importorskip("lap")
     from rmcore_plugins.matching_skills import dense
 
-    path = tmp_path / "program.db"
-    people = [*HAND_WRITTEN, *random_people(random.Random(2026))]
-    commands = [
-        Join(name=p["person_id"].title(), email=f"{p['person_id']}@example.org",
-             at="2026-01-05T09:00:00Z", **p)
-        for p in people
-    ]  # fmt: skip
-    with Engine.open(path, create=True) as engine:
-        engine.execute("default", commands, actor="hr-ops")
+    with program(tmp_path / "program.db") as engine:
         every_pair = propose(engine, "default")
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(dense, "DENSE_SIDE", 0)
