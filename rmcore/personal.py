@@ -77,14 +77,11 @@ class Keyring:
         self.conn = conn
         self._keys: dict[tuple[str, str], bytes] = {}
 
-    def _cipher(self, program: str, subject: str, *, create: bool) -> Any | None:
-        """The AES-GCM cipher for a subject; a new key when ``create`` and there is none."""
+    def _key(self, program: str, subject: str, *, create: bool) -> bytes | None:
+        """A subject's key, from memory or the table; a new one when ``create`` and there
+        is none."""
         key = self._keys.get((program, subject))
-        if key is None:
-            key = self._load_key(program, subject, create=create)
-            if key is None:
-                return None
-        return _aesgcm()(key)
+        return key if key is not None else self._load_key(program, subject, create=create)
 
     def _load_key(self, program: str, subject: str, *, create: bool) -> bytes | None:
         """A subject's key from the table (a new one when ``create``), kept in memory."""
@@ -123,9 +120,9 @@ class Keyring:
         """``value`` encrypted under the subject's key (created if new); "" stays ""."""
         if not value:
             return value
-        cipher = self._cipher(program, subject, create=True)
+        key = self._key(program, subject, create=True)
         nonce = os.urandom(NONCE_BYTES)
-        sealed = cipher.encrypt(nonce, value.encode(), _aad(program, subject, field))
+        sealed = _aesgcm()(key).encrypt(nonce, value.encode(), _aad(program, subject, field))
         return PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
 
     def open_value(self, program: str, subject: str, field: str, value: Any) -> Any:
@@ -133,11 +130,9 @@ class Keyring:
         :data:`SEALED` when this database lacks the key; other values as given."""
         if value.__class__ is not str or not value.startswith(PREFIX):
             return value
-        key = self._keys.get((program, subject))
+        key = self._key(program, subject, create=False)
         if key is None:
-            key = self._load_key(program, subject, create=False)
-            if key is None:
-                return ERASED if self.erased(program, subject) else SEALED
+            return ERASED if self.erased(program, subject) else SEALED
         try:
             raw = binascii.a2b_base64(value[len(PREFIX) :].encode("ascii").translate(_URLSAFE))
             plain = _aesgcm()(key).decrypt(
