@@ -30,6 +30,17 @@ def snapshot(path: Path) -> dict[str, list[tuple]]:
         conn.close()
 
 
+def edit_by_hand(path: Path, *statements: str) -> None:
+    """Change the file behind rmcore's back, as someone with sqlite3 could."""
+    conn = sqlite3.connect(path)
+    try:
+        for sql in statements:
+            conn.execute(sql)
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def test_the_core_read_models_include_the_ones_operators_query():
     """Every core table is compared below, and the six documented ones exist."""
     assert set(READ_MODELS) >= REQUIRED
@@ -50,11 +61,11 @@ def test_replay_rebuilds_tables_equal_to_the_incremental_ones(populated_db: Path
 def test_replay_repairs_a_projection_row_changed_by_hand(populated_db: Path, run_cli):
     """The log is the truth: a replay undoes a direct edit of a read model."""
     before = snapshot(populated_db)
-    conn = sqlite3.connect(populated_db)
-    conn.execute("UPDATE people SET name = 'Mallory' WHERE person_id = 'ada'")
-    conn.execute("DELETE FROM sessions WHERE minutes = 45")
-    conn.commit()
-    conn.close()
+    edit_by_hand(
+        populated_db,
+        "UPDATE people SET name = 'Mallory' WHERE person_id = 'ada'",
+        "DELETE FROM sessions WHERE minutes = 45",
+    )
     assert snapshot(populated_db) != before
     assert run_cli("replay").exit_code == 0
     assert snapshot(populated_db) == before
@@ -73,10 +84,7 @@ def test_replay_check_on_an_altered_projection_exits_1_and_prints_the_difference
     populated_db: Path, run_cli, raw_log
 ):
     """Both sides of the changed row are shown; neither the log nor the tables change."""
-    conn = sqlite3.connect(populated_db)
-    conn.execute("UPDATE pairs SET status = 'ended' WHERE pair_id = 'ada-raj'")
-    conn.commit()
-    conn.close()
+    edit_by_hand(populated_db, "UPDATE pairs SET status = 'ended' WHERE pair_id = 'ada-raj'")
     altered = snapshot(populated_db)
     log_before = raw_log.rows()
     result = run_cli("replay", "--check")
@@ -95,10 +103,7 @@ def test_replay_check_on_an_altered_projection_exits_1_and_prints_the_difference
 
 def test_replay_check_notices_a_row_missing_from_the_live_tables(populated_db: Path, run_cli):
     """A deleted feedback row shows up as only in the replay."""
-    conn = sqlite3.connect(populated_db)
-    conn.execute("DELETE FROM feedback WHERE by_person = 'ada'")
-    conn.commit()
-    conn.close()
+    edit_by_hand(populated_db, "DELETE FROM feedback WHERE by_person = 'ada'")
     result = run_cli("replay", "--check")
     assert result.exit_code == 1
     assert "feedback: only in the replay:" in result.stderr
@@ -183,11 +188,11 @@ def test_a_replay_that_fails_part_way_keeps_the_indexes_and_the_rows(populated_d
 def test_replaying_a_payload_that_cannot_be_read_names_its_position(populated_db: Path, run_cli):
     """No traceback: the CLI says which position could not be read, exit 1, nothing changed."""
     before = snapshot(populated_db)
-    conn = sqlite3.connect(populated_db)
-    conn.execute("DROP TRIGGER events_no_update")
-    conn.execute("UPDATE events SET data = '{not json', schema = schema + 1 WHERE position = 2")
-    conn.commit()
-    conn.close()
+    edit_by_hand(
+        populated_db,
+        "DROP TRIGGER events_no_update",
+        "UPDATE events SET data = '{not json', schema = schema + 1 WHERE position = 2",
+    )
     result = run_cli("replay")
     assert result.exit_code == 1
     assert "position 2: the" in result.stderr and "Traceback" not in result.stderr
