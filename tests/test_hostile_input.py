@@ -29,12 +29,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import ACTOR, program_commands
+from conftest import ACTOR
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from rmcore.cli import cli
-from rmcore.engine import Engine
 
 EXAMPLES = int(os.environ.get("RMCORE_HOSTILE_EXAMPLES", "60"))
 SETTINGS = settings(
@@ -176,13 +175,9 @@ LISTING = st.one_of(
 
 
 @pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The small program of conftest, built once for this module."""
-    path = tmp_path_factory.mktemp("hostile") / "template.db"
-    with Engine.open(path, create=True) as engine:
-        for cmd in program_commands():
-            engine.execute("default", cmd, actor=ACTOR)
-    return path
+def template(populated_template: Path) -> Path:
+    """The small program of conftest, built once per test run (copied per example)."""
+    return populated_template
 
 
 @pytest.fixture(scope="module", autouse=True)
