@@ -22,7 +22,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, NamedTuple
 
 import attrs
@@ -143,6 +142,7 @@ class StoredEvent(NamedTuple):
 
 COLUMNS = StoredEvent._fields
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM events"
+_INSERT = f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
 # The hashed text (prev_hash followed by the canonical envelope) as bytes, built by
 # SQLite in one printf call for verification. Must match chain_hash(canonical_envelope()).
@@ -196,7 +196,8 @@ def new_event_ids(count: int) -> list[str]:
 
 def utc_now() -> str:
     """System time as stored in ``recorded_at``: ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")[:-6] + "Z"
+    seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{micros:06d}Z"
 
 
 def check_envelope_text(name: str, value: str | None) -> None:
@@ -205,6 +206,16 @@ def check_envelope_text(name: str, value: str | None) -> None:
         return
     if not value or _CONTROL.search(value):
         raise StoreError(f"{name} must be non-empty text without control characters")
+
+
+def check_envelope_texts(*labelled: tuple[str, str | None]) -> None:
+    """:func:`check_envelope_text` for several ``(name, value)`` pairs, with one search when
+    all are fine (the common case, on every append)."""
+    values = [value for _, value in labelled if value is not None]
+    if all(values) and not _CONTROL.search("".join(values)):
+        return
+    for name, value in labelled:
+        check_envelope_text(name, value)
 
 
 @frozen
@@ -352,16 +363,15 @@ class SQLiteEventStore:
         recorded_at: str | None = None,
     ) -> list[StoredEvent]:
         """Append events in order; must run inside :meth:`transaction`."""
-        check_envelope_text("program", program)
-        check_envelope_text("actor", actor)
-        check_envelope_text("idempotency key", idempotency_key)
+        check_envelope_texts(
+            ("program", program), ("actor", actor), ("idempotency key", idempotency_key)
+        )
         recorded_at = recorded_at or utc_now()
         head = self._write_head()
         versions = self._stream_cache(program, {new.stream for new in events}, head[1])
         drafts = []
         for new, event_id in zip(events, new_event_ids(len(events))):
-            check_envelope_text("stream", new.stream)
-            check_envelope_text("occurred_at", new.occurred_at)
+            check_envelope_texts(("stream", new.stream), ("occurred_at", new.occurred_at))
             key = (program, new.stream)
             version = versions[key]
             if new.expected_version is not None and new.expected_version != version:
@@ -388,9 +398,9 @@ class SQLiteEventStore:
         :meth:`append` does, for bulk writers such as the people import: no object per
         event to build first, and the streams' versions looked up for this call alone, so
         the connection's version cache does not grow with the number of streams written."""
-        check_envelope_text("program", program)
-        check_envelope_text("actor", actor)
-        check_envelope_text("idempotency key", idempotency_key)
+        check_envelope_texts(
+            ("program", program), ("actor", actor), ("idempotency key", idempotency_key)
+        )
         head = self._write_head()
         recorded_at = recorded_at or utc_now()
         streams = [event[0] for event in events]
@@ -490,11 +500,11 @@ class SQLiteEventStore:
         return stored
 
     def _insert(self, stored: Sequence[StoredEvent]) -> None:
-        placeholders = ", ".join("?" * len(COLUMNS))
         try:
-            self.conn.executemany(
-                f"INSERT INTO events ({', '.join(COLUMNS)}) VALUES ({placeholders})", stored
-            )
+            if len(stored) == 1:  # most commands: execute costs less than executemany
+                self.conn.execute(_INSERT, stored[0])
+            else:
+                self.conn.executemany(_INSERT, stored)
         except sqlite3.IntegrityError as exc:
             raise ConcurrencyError(f"the log moved on while appending: {exc}") from exc
 

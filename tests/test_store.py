@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime, timezone
 
 import pytest
 
@@ -78,6 +79,16 @@ def test_events_appended_together_share_recorded_at_and_idempotency_key(engine: 
     assert engine.store.find_by_idempotency_key("default", "k-7") == stored
     assert engine.store.find_by_idempotency_key("default", "k-8") == []
     assert engine.store.find_by_idempotency_key("spring", "k-7") == []
+
+
+def test_recorded_at_is_the_utc_time_of_the_append_to_the_microsecond(engine: Engine):
+    """``recorded_at`` reads ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` and falls within the append."""
+    before = datetime.now(timezone.utc)
+    recorded = append(engine, [new("person:ada")])[0].recorded_at
+    after = datetime.now(timezone.utc)
+    moment = datetime.strptime(recorded, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    assert len(recorded) == 27
+    assert before <= moment <= after
 
 
 def test_update_on_the_event_log_is_refused_by_a_trigger(engine: Engine, raw_log):
