@@ -2,6 +2,7 @@
 
     python benchmarks/audit.py                  # 1,000,000 events (several minutes)
     python benchmarks/audit.py --events 200000
+    python benchmarks/audit.py --db kept/big.db --rounds 5   # a log kept by --keep
 
 Builds a synthetic program log (benchmarks/synthetic.py) through rmcore's store and
 projector, with ``recorded_at`` advancing batch by batch over the program's year, then
@@ -124,7 +125,28 @@ def bench_history(db: Path) -> None:
     print(f"  (`rmcore --version`, the cost of starting a process: {startup * 1000:.0f} ms)")
 
 
-def bench_replay(db: Path, workdir: Path, total: int) -> None:
+def alternated_full_and_known(
+    db: Path, workdir: Path, moment: str, rounds: int
+) -> tuple[float, float, list[float]]:
+    """A full ``rmcore replay`` and ``replay --known-at moment`` alternated, each round
+    starting with the other one, so both meet the same moments of a shared machine:
+    (median seconds of the full replay, of the copy, the ratio of throughputs per round)."""
+    full, known = [], []
+    for number in range(rounds):
+        out = workdir / f"known-all-{number}.db"
+        pair = [
+            (full, ("replay",)),
+            (known, ("replay", "--known-at", moment, "--out", str(out))),
+        ]
+        for seconds, args in pair[number % 2 :] + pair[: number % 2]:
+            seconds.append(rmcore(db, *args))
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{out}{suffix}").unlink(missing_ok=True)
+    ratios = [f / k for f, k in zip(full, known)]
+    return statistics.median(full), statistics.median(known), ratios
+
+
+def bench_replay(db: Path, workdir: Path, total: int, rounds: int = 3) -> None:
     """Point-in-time copies against a full replay of the live read models."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     last = conn.execute("SELECT max(recorded_at) FROM events").fetchone()[0]
@@ -141,21 +163,25 @@ def bench_replay(db: Path, workdir: Path, total: int) -> None:
     ).fetchone()[0]
     conn.close()
 
-    full = rmcore(db, "replay")
+    full, known_all, ratios = alternated_full_and_known(db, workdir, last, rounds)
     runs = [
         ("rmcore replay (live read models)", total, full),
-        ("replay --known-at <last recording>", total,
-         rmcore(db, "replay", "--known-at", last, "--out", str(workdir / "known-all.db"))),
+        ("replay --known-at <last recording>", total, known_all),
         ("replay --known-at <half way>", known_half,
          rmcore(db, "replay", "--known-at", middle, "--out", str(workdir / "known-half.db"))),
         (f"replay --as-of {as_of_day}", as_of_count,
          rmcore(db, "replay", "--as-of", as_of_day, "--out", str(workdir / "as-of.db"))),
     ]  # fmt: skip
-    print("\nReplay (whole command in a fresh process; events folded into the read models):")
+    print(
+        "\nReplay (whole command in a fresh process; events folded into the read models;"
+        f"\n full replay and --known-at <last recording> alternated, median of {rounds} each):"
+    )
     print(f"  {'command':<46} {'events':>10} {'seconds':>8} {'events/s':>11}")
     for label, count, seconds in runs:
         ratio = f"  ({rate(count, seconds) / rate(total, full):.2f}x full replay)"
         print(f"  {label:<46} {count:>10,} {seconds:>8.1f} {rate(count, seconds):>11,.0f}{ratio}")
+    print(f"  (--known-at <last recording> against the full replay of its round: "
+          f"{', '.join(f'{r:.2f}x' for r in ratios)})")  # fmt: skip
     copied = raw_copy(db, workdir / "raw-copy.db")
     label = "raw sqlite3: copy the log rows to a new file"
     print(f"  {label:<46} {total:>10,} {total / copied:>8.1f} {copied:>11,.0f}"
@@ -299,10 +325,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, help="keep the databases in this folder")
+    parser.add_argument(
+        "--db",
+        type=Path,
+        help="measure this log (a big.db kept by --keep) instead of building one; "
+        "its read models are replayed, its log is left as it is",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="alternated replay rounds")
     options = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="rmcore-audit-bench-"))
     try:
-        run(options.events, workdir)
+        run(options.events, workdir, options.db, options.rounds)
     finally:
         if options.keep:
             options.keep.mkdir(parents=True, exist_ok=True)
@@ -311,18 +344,24 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run(total: int, workdir: Path) -> None:
+def run(total: int, workdir: Path, existing: Path | None = None, rounds: int = 3) -> None:
     """The measurements, in one run so every ratio compares like with like."""
+    if existing is not None:
+        db = existing
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+            total = conn.execute("SELECT max(position) FROM events").fetchone()[0]
     print(
         f"rmcore audit benchmark: {total:,} events, Python {sys.version.split()[0]}, "
         f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs"
     )
-    db = workdir / "big.db"
-    seconds = build(db, total)
-    print(f"  (built the log and its read models in {seconds:.1f} s, "
-          f"{rate(total, seconds):,.0f} events/s; {db.stat().st_size / 1e6:,.0f} MB)")  # fmt: skip
+    if existing is None:
+        db = workdir / "big.db"
+        seconds = build(db, total)
+        size = db.stat().st_size / 1e6
+        print(f"  (built the log and its read models in {seconds:.1f} s, "
+              f"{rate(total, seconds):,.0f} events/s; {size:,.0f} MB)")  # fmt: skip
     bench_history(db)
-    bench_replay(db, workdir, total)
+    bench_replay(db, workdir, total, rounds)
     bench_log(db, workdir, total)
 
 
