@@ -126,6 +126,56 @@ def test_a_bad_value_is_refused_naming_line_and_column(
     assert reason in problems[0]
 
 
+# A capacity cell and what the rules make of it: the number, or part of their refusal.
+CAPACITY_CELLS = {
+    "007": 7,
+    " 3 ": 3,
+    "\u0663": 3,  # ARABIC-INDIC DIGIT THREE: a decimal digit, read as int() reads it
+    "\u00b2": "is not a whole number",  # SUPERSCRIPT TWO: a digit, but no decimal digit
+    "1.5": "is not a whole number",
+    "-1": "outside",
+    "0021": "outside",
+}
+
+
+@pytest.mark.parametrize("cell", sorted(CAPACITY_CELLS))
+def test_a_capacity_cell_is_read_as_the_rules_read_it(cell, db_path, run_cli, raw_log, tmp_path):
+    path = write(tmp_path / "hr.csv", "person_id,name,email,role,capacity",
+                 f"xia,Xia Li,xia@example.org,mentor,{cell}")  # fmt: skip
+    result = run_cli("import", str(path))
+    expected = CAPACITY_CELLS[cell]
+    if isinstance(expected, int):
+        assert result.exit_code == 0, result.output
+        assert people_json(run_cli)["xia"]["capacity"] == expected
+    else:
+        problems = assert_refused(result, raw_log, [], "line 2, column capacity: ")
+        assert expected in problems[0]
+
+
+@pytest.mark.parametrize("value", [[2026, 1, 5], 5, {"date": "2026-01-05"}])
+def test_a_joined_at_that_is_not_text_in_a_json_line_is_refused_naming_it(
+    value, db_path, run_cli, raw_log, tmp_path
+):
+    row = {"person_id": "zoe", "name": "Zoe", "email": "zoe@example.org", "role": "mentor",
+           "joined_at": value}  # fmt: skip
+    path = write(tmp_path / "hr.jsonl", json.dumps(row))
+    result = run_cli("import", str(path))
+    assert_refused(result, raw_log, [], "line 1, column joined_at: ")
+
+
+def test_a_joined_at_met_again_is_read_as_the_first_time(db_path, run_cli, tmp_path):
+    path = write(tmp_path / "hr.csv", "person_id,name,email,role,joined_at",
+                 "zoe,Zoe,zoe@example.org,mentor,2026-01-05",
+                 "yan,Yan,yan@example.org,mentee,2026-01-05",
+                 "ken,Ken,ken@example.org,mentee,")  # fmt: skip
+    result = run_cli("import", str(path), "--at", "2026-02-01")
+    assert result.exit_code == 0, result.output
+    people = people_json(run_cli)
+    assert [people[p]["joined_at"] for p in ("zoe", "yan", "ken")] == [
+        "2026-01-05T00:00:00Z", "2026-01-05T00:00:00Z", "2026-02-01T00:00:00Z",
+    ]  # fmt: skip
+
+
 def test_every_bad_row_is_listed_not_only_the_first(populated_db, run_cli, raw_log, tmp_path):
     before = raw_log.rows()
     rows = [row for row, _, _ in BAD_VALUES.values()]
