@@ -50,6 +50,11 @@ def import_command(app, file, ignore_extra, leave_missing, quiet, at, idempotenc
             f"Imported {result.rows} rows: {result.joined} joined, {result.updated} updated, "
             f"{result.unchanged} unchanged, {result.left} left ({result.events} events)."
         )
+        if result.had_left:
+            click.echo(
+                f"{result.had_left} row(s) for people who had already left the program: "
+                "left as they are (nobody joins the same program twice)."
+            )
 
 
 def _progress(file: str):

@@ -153,6 +153,7 @@ class ImportResult:
     events: int
     duplicate: bool = False  # an earlier import used the same idempotency key
     first_position: int | None = None  # of the events that earlier import appended
+    had_left: int = 0  # rows of people who had left the program: left as they are
 
 
 def normalise_header(name: str) -> str:
@@ -487,7 +488,7 @@ class _Import:
         self.errors = _Errors()
         self.seen: dict[str, int] = {}  # person id -> its line
         self.dates: dict[str, str] = {}
-        self.counts = {"joined": 0, "updated": 0, "unchanged": 0, "left": 0}
+        self.counts = {"joined": 0, "updated": 0, "unchanged": 0, "left": 0, "had_left": 0}
         self.rows = 0
         self.appended = 0  # events of new people (the unit counts the others)
         self.known: dict[str, tuple] = {}  # the chunk's people already in the program
@@ -629,9 +630,13 @@ class _Import:
         return profile_value(person_id, field, _convert(field, raw))
 
     def _update(self, existing, layout, values, capacity, profile) -> None:
-        """Someone already in the program: nothing if the row matches them, else decide."""
-        active = existing[_PERSON_AT["status"]] == "active"
-        if profile is not None and active and _matches(existing, layout, profile, capacity):
+        """Someone already in the program: nothing if the row matches them or they have left
+        (an HR export still lists people who left the program, and nobody joins twice),
+        else decide."""
+        if existing[_PERSON_AT["status"]] != "active":
+            self.counts["had_left"] += 1
+            return
+        if profile is not None and _matches(existing, layout, profile, capacity):
             self.counts["unchanged"] += 1
             return
         changes = {
@@ -764,7 +769,8 @@ def import_people(
             raise ImportRefused(run.errors.listed, run.errors.count)
         counts = run.counts
     return ImportResult(run.rows, counts["joined"], counts["updated"], counts["unchanged"],
-                        counts["left"], unit.count + run.appended)  # fmt: skip
+                        counts["left"], unit.count + run.appended,
+                        had_left=counts["had_left"])  # fmt: skip
 
 
 def _read(run: _Import, path: Path, ignore_extra: bool) -> None:

@@ -271,14 +271,34 @@ def test_a_bad_value_in_a_json_line_names_its_line_and_key(
     assert_refused(result, raw_log, before, "line 2, column capacity: capacity 50 is outside")
 
 
-def test_a_person_who_already_left_is_refused(populated_db, run_cli, raw_log, tmp_path):
-    before = raw_log.rows()
-    path = write(
-        tmp_path / "hr.csv", HEADER, NEW_PEOPLE[0], "tom,Tomás Núñez,tom@example.org,mentee,,,,,"
-    )
+def test_a_person_who_already_left_is_left_as_they_are(populated_db, run_cli, raw_log, tmp_path):
+    """HR exports still list people who left the program: their rows change nothing."""
+    head = raw_log.count()
+    tom_moved = "tom,Tomás Núñez,tom@example.org,mentee,Legal,,,,"
+    path = write(tmp_path / "hr.csv", HEADER, NEW_PEOPLE[0], tom_moved)
     result = run_cli("import", str(path))
-    problems = assert_refused(result, raw_log, before, "line 3")
-    assert "tom left the program on 2025-03-15" in problems[0]
+    assert result.exit_code == 0, result.output
+    assert "1 joined, 0 updated, 0 unchanged, 0 left (1 events)" in result.stdout
+    assert "1 row(s) for people who had already left the program" in result.stdout
+    assert [(stream, kind) for stream, kind, _ in events_after(raw_log, head)] == [
+        ("person:zoe", "joined")
+    ]
+    tom = people_json(run_cli)["tom"]
+    assert (tom["status"], tom["department"]) == ("left", "Sales")
+
+
+def test_a_forgotten_person_in_the_file_is_not_recorded_again(
+    populated_db, run_cli, raw_log, tmp_path
+):
+    """Importing an export that still lists someone forgotten records nothing about them."""
+    assert run_cli("forget", "tom").exit_code == 0
+    head = raw_log.count()
+    path = write(tmp_path / "hr.csv", HEADER, "tom,Tomás Núñez,tom@example.org,mentee,,,,,")
+    result = run_cli("import", str(path))
+    assert result.exit_code == 0, result.output
+    assert "1 row(s) for people who had already left the program" in result.stdout
+    assert raw_log.count() == head
+    assert people_json(run_cli)["tom"]["name"] == "[erased]"
 
 
 def test_a_mentor_in_active_pairs_cannot_become_mentee_only(
