@@ -57,7 +57,7 @@ def verify(
         path=path,
         workers=workers,
         progress=progress,
-        decode=engine.codec.decode if decode else None,
+        decode=engine.codec.check if decode else None,
     )
     if problem is not None:
         return Verdict(checked, checked, last_hash, problem.position, problem.reason)

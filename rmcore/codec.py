@@ -8,6 +8,11 @@ from typing import Any
 import cattrs
 
 from rmcore.events import Event, EventRegistry
+from rmcore.fastcheck import Acceptor, acceptor
+
+# The C scanner that json.loads runs after two whitespace matches and a few calls: for a
+# str with no surrounding whitespace it returns the same value and the string's length.
+_scan = json.JSONDecoder().scan_once
 
 
 class DecodeError(ValueError):
@@ -31,6 +36,7 @@ class Codec:
     def __init__(self, registry: EventRegistry) -> None:
         self.registry = registry
         self.converter = cattrs.Converter(forbid_extra_keys=True)
+        self._acceptors: dict[type[Event] | None, Acceptor | None] = {}
 
     def encode(self, event: Event) -> str:
         """The canonical JSON payload of an event."""
@@ -57,6 +63,29 @@ class Codec:
         except json.JSONDecodeError as exc:
             raise DecodeError(f"payload is not JSON: {exc}") from exc
         return self.decode_payload(type_name, schema, payload)
+
+    def check(self, type_name: str, schema: int, data: str) -> None:
+        """Raise what :meth:`decode` would raise, if anything, without building the event.
+
+        A payload of exactly its class's canonical shape (see :mod:`rmcore.fastcheck`) is
+        accepted here; every other one goes through :meth:`decode` itself.
+        """
+        cls = self.registry.get(type_name)
+        try:
+            accept = self._acceptors[cls]
+        except KeyError:
+            accept = self._acceptors[cls] = None if cls is None else acceptor(cls)
+        if accept is not None and type(data) is str:
+            try:
+                payload, end = _scan(data, 0)
+                if end == len(data):
+                    if schema != cls.schema:
+                        payload = self.registry.upcast(type_name, schema, payload)
+                    if accept(payload):
+                        return
+            except Exception:  # decode below raises it again, or its own error
+                pass
+        self.decode(type_name, schema, data)
 
     def decode_payload(self, type_name: str, schema: int, payload: Any) -> Event:
         """Decode an already parsed payload, upcasting it from its stored schema first."""

@@ -193,7 +193,7 @@ def import_log(
                         f"line {line_number}: the first event does not start a chain"
                     )
                 try:
-                    engine.codec.decode(event.type, event.schema, event.data)
+                    engine.codec.check(event.type, event.schema, event.data)
                 except DecodeError as exc:
                     raise TransferError(f"line {line_number}: {exc}") from None
                 digest.update(event.hash.encode())
