@@ -9,10 +9,11 @@ its field declares. Such a payload always structures with a default
 the caller then runs the full decode, which decides and words the error.
 
 Classes whose construction could still refuse a payload of that shape (validators,
-converters other than the core ``_strings``, ``__attrs_pre_init__`` /
-``__attrs_post_init__``, a hand-written ``__init__`` or ``__new__``, renamed or
-``init=False`` fields) or with a field type outside the small set modelled here get no
-acceptor at all.
+converters other than the core ``_strings`` on a ``tuple[str, ...]`` field, default
+factories other than the plain containers or taking ``self``, ``__attrs_pre_init__`` /
+``__attrs_post_init__``, a hand-written ``__init__``, ``__new__`` or ``__setattr__``, a
+metaclass with its own ``__call__``, renamed or ``init=False`` fields) or with a field
+type outside the small set modelled here get no acceptor at all.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ from typing import Any
 
 import attrs
 
-from rmcore.events import _strings
+from rmcore.events import Event, _strings
 
 Acceptor = Callable[[Any], bool]
 
-# Converters known to accept every value of the shape checked for their field.
-_SAFE_CONVERTERS = (None, _strings)
+# Default factories that build an empty container and cannot fail.
+_PLAIN_FACTORIES = (dict, list, tuple, set, frozenset)
+# What attrs puts on a frozen class: assignments in its __init__ cannot be refused.
+_ATTRS_FROZEN_SETATTR = Event.__setattr__
+_STRINGS = tuple[str, ...]
 _SCALARS = {str: "str", int: "int", float: "float", bool: "bool"}
 
 
@@ -72,7 +76,27 @@ def _plain_construction(cls: type) -> bool:
         and cls.__new__ is object.__new__
         and not hasattr(cls, "__attrs_pre_init__")
         and not hasattr(cls, "__attrs_post_init__")
+        and cls.__setattr__ in (object.__setattr__, _ATTRS_FROZEN_SETATTR)
+        and type(cls).__call__ is type.__call__
     )
+
+
+def _plain_field(field: attrs.Attribute, hint: Any) -> bool:
+    """Whether a field's converter and default cannot refuse a value of its checked type,
+    nor fail when the payload leaves it out."""
+    if not field.init or field.alias != field.name or field.validator is not None:
+        return False
+    if field.converter is not None and not (field.converter is _strings and hint == _STRINGS):
+        return False
+    default = field.default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        return not default.takes_self and default.factory in _PLAIN_FACTORIES
+    if default is not attrs.NOTHING and field.converter is not None:
+        try:
+            field.converter(default)
+        except Exception:
+            return False
+    return True
 
 
 def _indented(lines: list[str], depth: int) -> list[str]:
@@ -91,13 +115,7 @@ def acceptor(cls: type) -> Acceptor | None:
     complete = []  # every field present, as canonical payloads are
     partial = []  # fields with a default may be missing
     for field in attrs.fields(cls):
-        if (
-            not field.init
-            or field.alias != field.name
-            or field.validator is not None
-            or field.converter not in _SAFE_CONVERTERS
-            or field.name not in hints
-        ):
+        if field.name not in hints or not _plain_field(field, hints[field.name]):
             return None
         check = _value_check(hints[field.name])
         if check is None:

@@ -34,6 +34,7 @@ from rmcore.events import (
     Paired,
     PersonEvent,
     SessionHeld,
+    _strings,
 )
 from rmcore.fastcheck import acceptor
 from rmcore.store import NewEvent, SQLiteEventStore, canonical_envelope, chain_hash
@@ -271,6 +272,42 @@ class WithUnresolvable:
     thing: NoSuchType  # type: ignore[name-defined]  # noqa: F821
 
 
+@frozen
+class WithSelfFactory:
+    name: str | None = None
+    title: str = field(default=attrs.Factory(lambda self: self.name.title(), takes_self=True))
+
+
+@frozen
+class WithOwnFactory:
+    name: str = field(factory=lambda: 1 / 0)
+
+
+@attrs.define
+class WithGuardedSetattr:
+    count: int
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "count" and value < 0:
+            raise ValueError("negative")
+        object.__setattr__(self, name, value)
+
+
+@frozen
+class WithStringsOnAnInt:
+    count: int = field(converter=_strings)
+
+
+class Counting(type):
+    def __call__(cls, *args: object, **kwargs: object) -> object:
+        raise TypeError("built elsewhere")
+
+
+@frozen
+class WithOwnMetaclassCall(metaclass=Counting):
+    name: str
+
+
 class NotAttrs:
     pass
 
@@ -290,6 +327,11 @@ UNMODELLED = [
     WithLiteral,
     WithDate,
     WithUnresolvable,
+    WithSelfFactory,
+    WithOwnFactory,
+    WithGuardedSetattr,
+    WithStringsOnAnInt,
+    WithOwnMetaclassCall,
     NotAttrs,
 ]
 
