@@ -60,7 +60,7 @@ class Codec:
         """Decode a stored payload, upcasting it from its stored schema first."""
         try:
             payload = json.loads(data)
-        except json.JSONDecodeError as exc:
+        except (ValueError, RecursionError) as exc:  # an integer too long or nesting too deep
             raise DecodeError(f"payload is not JSON: {exc}") from exc
         return self.decode_payload(type_name, schema, payload)
 

@@ -157,6 +157,19 @@ def test_a_payload_that_is_not_json_is_refused(codec: Codec) -> None:
         codec.decode("left", 1, "{person_id")
 
 
+@pytest.mark.parametrize(
+    "data",
+    ['{"person_id":"ada","reason":' + "9" * 5000 + "}", "[" * 100_000 + "]" * 100_000],
+    ids=["an-integer-of-5000-digits", "nested-100000-deep"],
+)
+@pytest.mark.parametrize("method", ["decode", "check"])
+def test_json_python_cannot_hold_is_refused_as_not_json(codec: Codec, data: str, method: str):
+    """Python refuses to read integers over 4,300 digits and very deep nesting; a tampered
+    payload like that is named, not a traceback."""
+    with pytest.raises(DecodeError, match="not JSON"):
+        getattr(codec, method)("left", 1, data)
+
+
 SCHEMA_1_SESSION = canonical_json({"hours": 1.5, "pair_id": "ada-grace", "topics": ["prompting"]})
 
 
