@@ -22,6 +22,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, NamedTuple
 
 import attrs
@@ -197,7 +198,11 @@ def new_event_ids(count: int) -> list[str]:
 def utc_now() -> str:
     """System time as stored in ``recorded_at``: ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
     seconds, micros = divmod(time.time_ns() // 1000, 1_000_000)
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{micros:06d}Z"
+    moment = time.gmtime(seconds)
+    if moment.tm_sec > 59 or not 1000 <= moment.tm_year <= 9999:  # a leap second, odd clocks
+        moment = datetime.fromtimestamp(seconds, timezone.utc)
+        return f"{moment.isoformat(timespec='seconds')[:-6]}.{micros:06d}Z"
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', moment)}.{micros:06d}Z"
 
 
 def check_envelope_text(name: str, value: str | None) -> None:

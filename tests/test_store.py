@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import datetime, timezone
+import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from rmcore import store
 from rmcore.engine import Engine
 from rmcore.store import (
     GENESIS_HASH,
@@ -15,6 +17,7 @@ from rmcore.store import (
     StoreError,
     canonical_envelope,
     chain_hash,
+    utc_now,
 )
 
 
@@ -89,6 +92,34 @@ def test_recorded_at_is_the_utc_time_of_the_append_to_the_microsecond(engine: En
     moment = datetime.strptime(recorded, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
     assert len(recorded) == 27
     assert before <= moment <= after
+
+
+def _as_datetime_writes_it(nanoseconds: int) -> str:
+    moment = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=nanoseconds // 1000)
+    return moment.isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+@pytest.mark.parametrize(
+    "nanoseconds", [0, -1_000, 1_700_000_000_123_456_789, 253_402_300_799_999_999_000, -31 * 10**18]
+)
+def test_recorded_at_keeps_its_fixed_width_form_whatever_the_clock_reads(
+    monkeypatch: pytest.MonkeyPatch, nanoseconds: int
+):
+    """Before 1970, the last microsecond of 9999 and a year below 1000 all read as datetime
+    writes them: four-digit year, six-digit fraction."""
+    monkeypatch.setattr(store.time, "time_ns", lambda: nanoseconds)
+    assert utc_now() == _as_datetime_writes_it(nanoseconds)
+
+
+def test_a_leap_second_from_the_system_clock_is_not_written_as_second_60(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """A clock that counts leap seconds (TZ=right/...) may report 23:59:60."""
+    nanoseconds = 1_483_228_799_500_000_000  # 2016-12-31T23:59:59.5Z
+    leap = time.struct_time((2016, 12, 31, 23, 59, 60, 5, 366, 0))
+    monkeypatch.setattr(store.time, "time_ns", lambda: nanoseconds)
+    monkeypatch.setattr(store.time, "gmtime", lambda seconds=None: leap)
+    assert utc_now() == _as_datetime_writes_it(nanoseconds) == "2016-12-31T23:59:59.500000Z"
 
 
 def test_update_on_the_event_log_is_refused_by_a_trigger(engine: Engine, raw_log):
