@@ -52,8 +52,8 @@ def import_command(app, file, ignore_extra, leave_missing, quiet, at, idempotenc
         )
         if result.had_left:
             click.echo(
-                f"{result.had_left} row(s) for people who had already left the program: "
-                "left as they are (nobody joins the same program twice)."
+                f"{result.had_left} row(s) for people no longer in the program (left or "
+                "forgotten): nothing recorded."
             )
 
 

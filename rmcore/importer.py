@@ -153,7 +153,7 @@ class ImportResult:
     events: int
     duplicate: bool = False  # an earlier import used the same idempotency key
     first_position: int | None = None  # of the events that earlier import appended
-    had_left: int = 0  # rows of people who had left the program: left as they are
+    had_left: int = 0  # rows of people no longer in the program: nothing recorded
 
 
 def normalise_header(name: str) -> str:
@@ -634,6 +634,7 @@ class _Import:
         (an HR export still lists people who left the program, and nobody joins twice),
         else decide."""
         if existing[_PERSON_AT["status"]] != "active":
+            self._check_values(existing[0], layout, values, capacity, profile)
             self.counts["had_left"] += 1
             return
         if profile is not None and _matches(existing, layout, profile, capacity):
@@ -659,6 +660,15 @@ class _Import:
             if isinstance(event, ProfileUpdated):
                 person = self.state.person(event.person_id)
                 self.state.pending[event.person_id] = attrs.evolve(person, **event.changes)
+
+    def _check_values(self, person_id, layout, values, capacity, profile) -> None:
+        """Check a row's values as the rules would for a join, recording nothing."""
+        if profile is None:  # the inline checks could not vouch for the text fields
+            for field, i in layout.given:
+                if field != "capacity":
+                    self._value(person_id, field, values[i])
+        if capacity is not None:
+            profile_value(person_id, "capacity", capacity)
 
     def _append_joins(self) -> None:
         """Append the queued ``joined`` events and insert their people rows as built."""

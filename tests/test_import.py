@@ -279,7 +279,10 @@ def test_a_person_who_already_left_is_left_as_they_are(populated_db, run_cli, ra
     result = run_cli("import", str(path))
     assert result.exit_code == 0, result.output
     assert "1 joined, 0 updated, 0 unchanged, 0 left (1 events)" in result.stdout
-    assert "1 row(s) for people who had already left the program" in result.stdout
+    assert (
+        "1 row(s) for people no longer in the program (left or forgotten): nothing recorded"
+        in result.stdout
+    )
     assert [(stream, kind) for stream, kind, _ in events_after(raw_log, head)] == [
         ("person:zoe", "joined")
     ]
@@ -296,9 +299,57 @@ def test_a_forgotten_person_in_the_file_is_not_recorded_again(
     path = write(tmp_path / "hr.csv", HEADER, "tom,Tomás Núñez,tom@example.org,mentee,,,,,")
     result = run_cli("import", str(path))
     assert result.exit_code == 0, result.output
-    assert "1 row(s) for people who had already left the program" in result.stdout
+    assert (
+        "1 row(s) for people no longer in the program (left or forgotten): nothing recorded"
+        in result.stdout
+    )
     assert raw_log.count() == head
     assert people_json(run_cli)["tom"]["name"] == "[erased]"
+
+
+@pytest.mark.parametrize(
+    "cells, column",
+    [
+        ("tom,Tomás Núñez,tom@,mentee,,,,,", "email"),
+        ("tom,Tomás Núñez,tom@example.org,wizard,,,,,", "role"),
+        ("tom,Tomás Núñez,tom@example.org,mentee,,,Mars/Olympus,,", "timezone"),
+        ("tom,Tomás Núñez,tom@example.org,mentee,,tom,,,", "manager_id"),
+        ("tom,Tomás Núñez,tom@example.org,mentee,,,,,99", "capacity"),
+    ],
+)
+def test_a_bad_value_in_the_row_of_someone_who_left_is_still_refused(
+    populated_db, run_cli, raw_log, tmp_path, cells, column
+):
+    """Nothing is recorded for them, but a broken export is still a broken export."""
+    before = raw_log.rows()
+    path = write(tmp_path / "hr.csv", HEADER, NEW_PEOPLE[0], cells)
+    assert_refused(run_cli("import", str(path)), raw_log, before, f"line 3, column {column}: ")
+
+
+def test_the_export_of_everyone_including_leavers_imports_back_recording_nothing(
+    populated_db, run_cli, raw_log, tmp_path
+):
+    """``people --status all --format csv`` lists leavers too; importing it is a no-op."""
+    exported = run_cli("people", "--status", "all", "--format", "csv")
+    assert exported.exit_code == 0 and ",left," in exported.stdout
+    head = raw_log.count()
+    path = tmp_path / "everyone.csv"
+    path.write_text(exported.stdout, encoding="utf-8")
+    result = run_cli("import", str(path))
+    assert result.exit_code == 0, result.output
+    assert "0 joined, 0 updated" in result.stdout
+    assert "no longer in the program" in result.stdout
+    assert raw_log.count() == head
+
+
+def test_a_json_line_for_someone_who_left_records_nothing(populated_db, run_cli, raw_log, tmp_path):
+    head = raw_log.count()
+    row = {"person_id": "tom", "name": "Tomás Núñez", "email": "tom@example.org", "role": "mentee"}
+    path = write(tmp_path / "hr.jsonl", json.dumps(row))
+    result = run_cli("import", str(path), "--leave-missing")
+    assert result.exit_code == 0, result.output
+    assert "no longer in the program" in result.stdout
+    assert all(stream != "person:tom" for stream, _, _ in events_after(raw_log, head))
 
 
 def test_a_mentor_in_active_pairs_cannot_become_mentee_only(
