@@ -328,8 +328,8 @@ def main() -> None:
     parser.add_argument(
         "--db",
         type=Path,
-        help="measure this log (a big.db kept by --keep) instead of building one; "
-        "its read models are replayed, its log is left as it is",
+        help="measure this log (a big.db kept by --keep) instead of building one, whatever "
+        "--events says; its read models are replayed in place, its log is left as it is",
     )
     parser.add_argument("--rounds", type=int, default=3, help="alternated replay rounds")
     options = parser.parse_args()
@@ -348,8 +348,11 @@ def run(total: int, workdir: Path, existing: Path | None = None, rounds: int = 3
     """The measurements, in one run so every ratio compares like with like."""
     if existing is not None:
         db = existing
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            total = conn.execute("SELECT max(position) FROM events").fetchone()[0]
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        total = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+        conn.close()
+        if not total:
+            raise SystemExit(f"{db} holds no events to measure")
     print(
         f"rmcore audit benchmark: {total:,} events, Python {sys.version.split()[0]}, "
         f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs"
