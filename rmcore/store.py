@@ -403,17 +403,16 @@ class SQLiteEventStore:
         :meth:`append` does, for bulk writers such as the people import: no object per
         event to build first, and the streams' versions looked up for this call alone, so
         the connection's version cache does not grow with the number of streams written."""
+        streams = [event[0] for event in events]
         check_envelope_texts(
-            ("program", program), ("actor", actor), ("idempotency key", idempotency_key)
+            ("program", program),
+            ("actor", actor),
+            ("idempotency key", idempotency_key),
+            *(("stream", stream) for stream in streams),
+            *(("occurred_at", at) for at in {event[3] for event in events}),
         )
         head = self._write_head()
         recorded_at = recorded_at or utc_now()
-        streams = [event[0] for event in events]
-        if not all(streams) or _CONTROL.search("".join(streams)):
-            for stream in streams:
-                check_envelope_text("stream", stream)
-        for occurred_at in {event[3] for event in events}:
-            check_envelope_text("occurred_at", occurred_at)
         if self._versions_head != head[1]:
             self._versions.clear()  # another writer moved the head since it was filled
         versions = self.stream_versions(program, set(streams))
