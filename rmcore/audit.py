@@ -181,22 +181,39 @@ def snapshot(
         raise DomainError(f"{out} already exists; point-in-time copies go to a new file")
     if engine.path is None:
         raise DomainError("a point-in-time copy needs a database file to copy from")
-    head = full_head = engine.store.head()[0]
-    if known_at is not None:
-        # What the log held then: everything before the first event recorded later (events
-        # imported from elsewhere keep their own, older recorded_at).
-        row = engine.conn.execute(
-            "SELECT min(position) FROM events WHERE recorded_at > ?", (known_at,)
-        ).fetchone()
-        head = full_head if row[0] is None else row[0] - 1
-    info = Snapshot("as-of" if as_of else "known-at", as_of or known_at, str(engine.path), head)
+    last = engine.conn.execute(
+        "SELECT position, recorded_at FROM events ORDER BY position DESC LIMIT 1"
+    ).fetchone()
+    full_head, last_recorded = last if last else (0, "")
+    # A known-at moment before the last recording cuts the log: find where, then copy
+    # the rows up to it. Otherwise the whole file is copied page by page, while a thread
+    # makes sure no earlier event was recorded after the moment (imported events keep
+    # their own recorded_at), which would cut the log after all.
+    cut_first = known_at is not None and known_at < last_recorded
+    head = _known_head(Path(engine.path), known_at) if cut_first else full_head
     building = _scratch_file(out)
     try:
         target = db.connect(building, create=True)
         try:
             _unjournaled(target)
-            db.migrate(target)
-            _copy_log(target, Path(engine.path), head)
+            copied = None
+            if not cut_first:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(1) as pool:
+                    finding = pool.submit(_known_head, Path(engine.path), known_at)
+                    copied = _copy_file_pages(engine.conn, target)
+                    head = finding.result() if known_at is not None else head
+            if copied is not None and copied == head:
+                _keep_only_the_log(target)
+            else:
+                if copied is not None:
+                    _empty(target)
+                db.migrate(target)
+                _copy_log(target, Path(engine.path), head)
+            info = Snapshot(
+                "as-of" if as_of else "known-at", as_of or known_at, str(engine.path), head
+            )
             copy = Engine(target, engine.pm, path=building)
             target.execute("BEGIN")
             # The copy's own log, as `rmcore replay` folds a live one.
@@ -221,23 +238,104 @@ def snapshot(
     return info, folded
 
 
+def _known_head(path: Path, known_at: str | None) -> int:
+    """The last position recorded by ``known_at`` (the whole log for None): the event
+    before the first one recorded later. Reads with its own connection, in one snapshot."""
+    conn = sqlite3.connect(path, timeout=db.BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        head = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+        if known_at is None:
+            return head
+        later = conn.execute(
+            "SELECT min(position) FROM events WHERE recorded_at > ?", (known_at,)
+        ).fetchone()[0]
+        return head if later is None else later - 1
+    finally:
+        conn.close()
+
+
+def _copy_file_pages(source: sqlite3.Connection, target: sqlite3.Connection) -> int | None:
+    """Copy the live file page by page into ``target``; the copy's last position, or
+    None, with ``target`` emptied, when the file holds virtual tables (whose storage
+    cannot be emptied as a table's)."""
+    source.backup(target)
+    _unjournaled(target)  # the pages came with the live file's WAL mode
+    virtual = target.execute(
+        "SELECT count(*) FROM sqlite_master WHERE sql LIKE 'CREATE VIRTUAL TABLE%'"
+    ).fetchone()[0]
+    if virtual:
+        _empty(target)
+        return None
+    return target.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+
+
+def _empty(target: sqlite3.Connection) -> None:
+    """Make ``target`` an empty database again."""
+    with contextlib.closing(sqlite3.connect(":memory:")) as empty:
+        empty.backup(target)
+
+
+def _keep_only_the_log(target: sqlite3.Connection) -> None:
+    """Empty every table of a page copy but the log and the keys, and zero every free
+    page, so that no byte of a row deleted in the live file comes along."""
+    tables = [
+        name
+        for (name,) in target.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    ]
+    # Deleted rows' bytes stay in a page's free space or on the free list: emptying a
+    # table with secure_delete zeroes its pages, and the kept keys are written anew.
+    target.execute("PRAGMA secure_delete = ON")
+    target.execute("BEGIN")
+    _zero_free_pages(target)
+    for table in _KEPT_TABLES:
+        target.execute(f"CREATE TEMP TABLE kept_{table} AS SELECT * FROM main.{table}")
+    for table in tables:
+        if table not in _COPIED_AS_THEY_ARE:
+            target.execute(f'DELETE FROM main."{table}"')
+    for table in _KEPT_TABLES:
+        target.execute(f"INSERT INTO main.{table} SELECT * FROM temp.kept_{table}")
+        target.execute(f"DROP TABLE temp.kept_{table}")
+    target.execute("COMMIT")
+
+
+_KEPT_TABLES = ("subject_keys", "erased_subjects")
+# The log, the schema's history and the read models' checkpoint row (which a fold resets).
+_COPIED_AS_THEY_ARE = ("events", "_sqlite_migrations", "checkpoints")
+
+
+def _zero_free_pages(conn: sqlite3.Connection) -> None:
+    """Overwrite every page on the free list with zeros (with secure_delete on): blobs of
+    zeros larger than the free list take all its pages, and dropping them frees them
+    zeroed."""
+    remaining = (
+        conn.execute("PRAGMA main.freelist_count").fetchone()[0]
+        * conn.execute("PRAGMA main.page_size").fetchone()[0]
+    )
+    if not remaining:
+        return
+    conn.execute("CREATE TABLE main.free_pages_zeroed (filler BLOB)")
+    while remaining > 0:
+        size = min(remaining, _ZEROS_PER_ROW)
+        conn.execute("INSERT INTO main.free_pages_zeroed VALUES (zeroblob(?))", (size,))
+        remaining -= size
+    conn.execute("DROP TABLE main.free_pages_zeroed")
+
+
+_ZEROS_PER_ROW = 64 * 1024 * 1024  # well below SQLite's largest blob
+
+
 def _copy_log(target: sqlite3.Connection, source: Path, head: int) -> None:
     """Copy the log up to ``head`` and the keys (of people not forgotten by now) into
     ``target``: the copy reads names and comments like the live file does, so it is
     personal data until it is deleted."""
     target.execute("ATTACH DATABASE ? AS source", (str(source),))
     target.execute("BEGIN")
-    # Without a WHERE clause SQLite moves the stored records as they are, indexes
-    # included, in bulk (faster with a small page cache, as nothing is read back);
-    # right only while the log (as this transaction sees it) ends at head.
-    if target.execute("SELECT max(position) FROM source.events").fetchone()[0] == head:
-        target.execute("PRAGMA cache_size = -2048")
-        target.execute("INSERT INTO main.events SELECT * FROM source.events")
-        target.execute(f"PRAGMA cache_size = -{db.CACHE_KIB}")
-    else:
-        target.execute(
-            "INSERT INTO main.events SELECT * FROM source.events WHERE position <= ?", (head,)
-        )
+    target.execute(
+        "INSERT INTO main.events SELECT * FROM source.events WHERE position <= ?", (head,)
+    )
     target.execute("INSERT INTO main.subject_keys SELECT * FROM source.subject_keys")
     # Who was forgotten since reads as erased in the copy too, not as a key never held.
     target.execute("INSERT INTO main.erased_subjects SELECT * FROM source.erased_subjects")

@@ -471,3 +471,95 @@ def test_a_known_at_copy_leaves_out_events_recorded_after_the_moment_after_an_im
     people = run_cli("--program", "spring", "people", "--status", "all", "--format", "json",
                      db=copy)  # fmt: skip
     assert json.loads(people.stdout) == []
+
+
+def plant_deleted_rows(path: Path, marker: bytes) -> None:
+    """Leave ``marker`` in the file only as the bytes of deleted rows: in a dropped table
+    (now free pages), in a key deleted from ``subject_keys`` and in a table that stays."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA secure_delete = OFF")
+        conn.execute("CREATE TABLE scratch (filler BLOB)")
+        conn.executemany("INSERT INTO scratch VALUES (?)", [(marker * 200,)] * 50)
+        conn.execute("DROP TABLE scratch")
+        conn.execute(
+            "INSERT INTO subject_keys (program, subject, key) VALUES ('default', 'gone', ?)",
+            (marker,),
+        )
+        conn.execute("DELETE FROM subject_keys WHERE subject = 'gone'")
+        conn.execute("CREATE TABLE outbox (message TEXT)")
+        conn.execute("INSERT INTO outbox VALUES (?)", (marker.decode(),))
+        conn.commit()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(("option", "moment"), [("--as-of", "2025-02-15"),
+                                                ("--known-at", "2030-01-01")])  # fmt: skip
+def test_a_whole_log_copy_carries_no_byte_of_deleted_rows_or_other_tables(
+    timeline_db: Path, run_cli, tmp_path: Path, option: str, moment: str
+):
+    """A copy of the whole log starts from the live file's pages; rows deleted there (a
+    dropped table, a deleted key) and the rows of tables other than the log and its keys
+    must not come along, while the keys still open the names."""
+    marker = b"Zebulon-Quartz-residue"
+    plant_deleted_rows(timeline_db, marker)
+    assert marker in timeline_db.read_bytes()
+    copy = make_copy(run_cli, tmp_path, option, moment)
+    assert marker not in copy.read_bytes()
+    conn = sqlite3.connect(copy)
+    try:
+        assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 0
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+    people = run_cli("people", "--status", "all", "--format", "json", db=copy)
+    assert "Ada" in {row["name"] for row in json.loads(people.stdout)}
+    result = run_cli("verify", "--deep", db=copy)
+    assert result.exit_code == 0, result.output
+
+
+def test_a_known_at_moment_after_the_last_recording_still_cuts_before_a_later_recording(
+    timeline_db: Path, run_cli, raw_log, tmp_path: Path
+):
+    """Imported events keep their older recorded_at, so the last event can be recorded
+    before the moment while an earlier one was recorded after it: the log known then
+    ends before that earlier event, and the page copy of the whole file is given up."""
+    export = tmp_path / "timeline.jsonl"
+    assert run_cli("export", "--out", str(export)).exit_code == 0
+    target = tmp_path / "target.db"
+    with Engine.open(target, create=True) as engine:
+        lee = person("lee", "mentor", "2025-05-30T08:00:00Z")
+        record(engine, "2025-06-01T09:00:00.000000Z", lee, program="spring")
+        lena = person("lena", "mentee", "2025-03-30T08:00:00Z")
+        record(engine, "2025-04-02T09:00:00.000000Z", lena, program="spring")
+    assert run_cli("import-log", str(export), db=target).exit_code == 0
+    live = raw_log.rows(target)
+    assert max(row[8] for row in live[1:]) < "2025-04-15" < live[0][8]
+    copy = tmp_path / "known.db"
+    result = run_cli("replay", "--known-at", "2025-04-15", "--out", str(copy), db=target)
+    assert result.exit_code == 0, result.output
+    assert raw_log.rows(copy) == []
+    assert run_cli("verify", "--deep", db=copy).exit_code == 0
+    later = tmp_path / "later.db"
+    result = run_cli("replay", "--known-at", "2025-06-01", "--out", str(later), db=target)
+    assert result.exit_code == 0, result.output
+    assert raw_log.rows(later) == live
+
+
+def test_a_file_with_a_virtual_table_is_copied_row_by_row(
+    timeline_db: Path, run_cli, raw_log, tmp_path: Path
+):
+    """A virtual table's storage cannot be emptied as a table's, so such a file is not
+    copied page by page: the copy holds the log and nothing of the virtual table."""
+    conn = sqlite3.connect(timeline_db)
+    try:
+        conn.execute("CREATE VIRTUAL TABLE notes USING fts5(body)")
+        conn.execute("INSERT INTO notes VALUES ('Zebulon-Quartz-note')")
+        conn.commit()
+    finally:
+        conn.close()
+    copy = make_copy(run_cli, tmp_path, "--known-at", "2030-01-01")
+    assert raw_log.rows(copy) == raw_log.rows()
+    assert b"Zebulon-Quartz-note" not in copy.read_bytes()
