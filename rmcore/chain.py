@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
 from collections.abc import Callable, Iterator
 
 from attrs import field, frozen
 
 from rmcore.codec import Codec, DecodeError
-from rmcore.store import GENESIS_HASH, SQLiteEventStore
+from rmcore.store import GENESIS_HASH, SQLiteEventStore, connect_read_only
 
 PARALLEL_THRESHOLD = 200_000
 SEGMENT_SIZE = 100_000
@@ -231,7 +230,7 @@ def _worker_decoder() -> Decoder:
 
 
 def _check_file_segment(path: str, since: int, until: int, decode: bool) -> Segment:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = connect_read_only(path)
     try:
         conn.execute("PRAGMA cache_size = -16384")
         decoder = _worker_decoder() if decode else None

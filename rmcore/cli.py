@@ -561,6 +561,7 @@ def log(app: App, since, types, streams, from_, to, actor_filter, all_programs, 
     import attrs
 
     from rmcore import queries
+    from rmcore.log_stream import json_line_blocks
     from rmcore.store import EventFilter
     from rmcore.when import OCCURRED_FORMAT, to_utc
 
@@ -575,10 +576,11 @@ def log(app: App, since, types, streams, from_, to, actor_filter, all_programs, 
         actor=actor_filter,
         walk_positions=not all_programs and queries.mostly_program(engine.conn, app.program),
     )
+    path = None if engine.path is None else str(engine.path)
     out = sys.stdout.buffer  # blocks of UTF-8 lines, each written with one call
     try:
         while True:
-            for last, block in engine.store.json_line_blocks(where):
+            for last, block in json_line_blocks(engine.store, where, path=path):
                 out.write(block)
                 where = attrs.evolve(where, since=last)
             out.flush()

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import attrs
@@ -154,6 +155,11 @@ HASHED_SQL = (
     + "', position, event_id, program, stream, version, type, schema, occurred_at,"
     " recorded_at, actor, coalesce(idempotency_key, ''), data) AS BLOB)"
 )
+
+
+def connect_read_only(path: str | os.PathLike) -> sqlite3.Connection:
+    """A read-only connection to the database file at ``path`` (any file name)."""
+    return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
 
 
 def canonical_envelope(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import queue
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import ACTOR
 
+from rmcore import log_stream
 from rmcore.commands import (
     EndPair,
     Forget,
@@ -424,3 +426,85 @@ def test_follow_applies_the_filters_to_new_events(populated_db: Path, run_cli, r
     code, stderr = follower.interrupt()
     assert code == 0, stderr
     assert follower.lines.empty()
+
+
+@pytest.fixture
+def in_parallel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any walk of the log is built by worker processes, four positions per block."""
+    monkeypatch.setattr(log_stream, "PARALLEL_THRESHOLD", 0)
+    monkeypatch.setattr(log_stream, "BLOCK", 4)
+
+
+def log_bytes(run_cli, *args: str, db: Path | None = None) -> bytes:
+    """``rmcore [--program P] log ARGS`` as the bytes it wrote."""
+    program = ("--program", args[1]) if args[:1] == ("--program",) else ()
+    result = run_cli(*program, "log", *args[len(program) :], db=db)
+    assert result.exit_code == 0, result.output
+    return result.stdout_bytes
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (),
+        ("--all-programs",),
+        ("--since", "7"),
+        ("--all-programs", "--since", "30"),
+        ("--type", "session_held", "--type", "feedback_given"),
+        ("--stream", "pair:ada-raj"),
+        ("--all-programs", "--actor", "coach-amy"),
+        ("--from", "2025-02-01", "--to", "2025-02-20"),
+        ("--program", "pilot-b"),
+        ("--all-programs", "--type", "no_such_type"),
+    ],
+    ids=lambda args: " ".join(args) or "default",
+)
+def test_workers_print_exactly_what_one_process_prints(
+    busy_db: Path, run_cli, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]
+):
+    """Blocks built by worker processes, joined in order, are the same bytes."""
+    sequential = log_bytes(run_cli, *args)
+    monkeypatch.setattr(log_stream, "PARALLEL_THRESHOLD", 0)
+    monkeypatch.setattr(log_stream, "BLOCK", 4)
+    assert log_bytes(run_cli, *args) == sequential
+
+
+def test_events_appended_while_workers_stream_are_printed_after_them(
+    busy_db: Path, run_cli, raw_log, in_parallel
+):
+    """The workers cover the log up to the head found at the start; what is appended
+    meanwhile follows, read by the parent, so nothing is lost or repeated."""
+    where = EventFilter(program=None)
+    with Engine.open(busy_db) as engine:
+        blocks = log_stream.json_line_blocks(engine.store, where, path=str(busy_db), workers=2)
+        first = next(blocks)
+        appended = run_cli("session", "ada-grace", "--minutes", "25", "--at", "2025-03-03")
+        assert appended.exit_code == 0, appended.output
+        rest = list(blocks)
+    lines = [json.loads(line) for _, block in [first, *rest] for line in block.splitlines()]
+    assert positions(lines) == raw_positions(raw_log)
+    assert lines[-1]["type"] == "session_held"
+
+
+def test_a_reader_that_stops_early_leaves_no_worker_behind(busy_db: Path, in_parallel):
+    """Closing the stream after one block (``| head``) shuts the workers down."""
+    with Engine.open(busy_db) as engine:
+        blocks = log_stream.json_line_blocks(
+            engine.store, EventFilter(program=None), path=str(busy_db), workers=2
+        )
+        next(blocks)
+        assert multiprocessing.active_children()
+        blocks.close()
+    assert multiprocessing.active_children() == []
+
+
+def test_workers_open_a_database_whose_name_needs_escaping(
+    busy_db: Path, run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """A file name with ?, # and % reaches the workers' read-only connections intact."""
+    odd = tmp_path / "odd ?#%20 name.db"
+    odd.write_bytes(busy_db.read_bytes())
+    sequential = log_bytes(run_cli, "--all-programs", db=odd)
+    monkeypatch.setattr(log_stream, "PARALLEL_THRESHOLD", 0)
+    monkeypatch.setattr(log_stream, "BLOCK", 4)
+    assert log_bytes(run_cli, "--all-programs", db=odd) == sequential
