@@ -282,23 +282,51 @@ def _keep_only_the_log(target: sqlite3.Connection) -> None:
     tables = [
         name
         for (name,) in target.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+            " AND substr(name, 1, 7) != 'sqlite_'"
         )
     ]
+    statistics = [  # ANALYZE's samples of index keys may hold names
+        name
+        for (name,) in target.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+            " AND substr(name, 1, 11) = 'sqlite_stat'"
+        )
+    ]
+    # Triggers would fire on the rows deleted here (a guard would refuse them, another
+    # could copy them elsewhere): they are set aside until the tables are empty.
+    triggers = target.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name != 'events'"
+    ).fetchall()
     # Deleted rows' bytes stay in a page's free space or on the free list: emptying a
-    # table with secure_delete zeroes its pages, and the kept keys are written anew.
+    # table with secure_delete zeroes its pages, and the kept keys are written anew
+    # (by way of temporary tables held in memory, never in a temporary file).
     target.execute("PRAGMA secure_delete = ON")
+    target.execute("PRAGMA temp_store = MEMORY")
     target.execute("BEGIN")
+    for name, _ in triggers:
+        target.execute(f"DROP TRIGGER main.{_quoted(name)}")
     _zero_free_pages(target)
     for table in _KEPT_TABLES:
         target.execute(f"CREATE TEMP TABLE kept_{table} AS SELECT * FROM main.{table}")
     for table in tables:
-        if table not in _COPIED_AS_THEY_ARE:
-            target.execute(f'DELETE FROM main."{table}"')
+        if table == "snapshot":  # a copy of a copy: its own description is written later
+            target.execute("DROP TABLE main.snapshot")
+        elif table not in _COPIED_AS_THEY_ARE:
+            target.execute(f"DELETE FROM main.{_quoted(table)}")
+    for table in statistics:
+        target.execute(f"DELETE FROM main.{table}")
     for table in _KEPT_TABLES:
         target.execute(f"INSERT INTO main.{table} SELECT * FROM temp.kept_{table}")
         target.execute(f"DROP TABLE temp.kept_{table}")
+    for _, sql in triggers:
+        target.execute(sql)
     target.execute("COMMIT")
+
+
+def _quoted(name: str) -> str:
+    """An SQL identifier, quoted whatever it holds."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 _KEPT_TABLES = ("subject_keys", "erased_subjects")

@@ -563,3 +563,92 @@ def test_a_file_with_a_virtual_table_is_copied_row_by_row(
     copy = make_copy(run_cli, tmp_path, "--known-at", "2030-01-01")
     assert raw_log.rows(copy) == raw_log.rows()
     assert b"Zebulon-Quartz-note" not in copy.read_bytes()
+    assert raw_log.query("SELECT name FROM sqlite_master WHERE name = 'notes'", path=copy) == []
+
+
+def plugin_tables(path: Path, marker: str) -> None:
+    """Tables a plugin might keep, each holding ``marker``: one guarded by an append-only
+    trigger, one whose deletions a trigger copies into an audit table, and two whose
+    names need care (a ``sqlite`` prefix without the underscore, a double quote)."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript(
+            f"""
+            CREATE TABLE plugin_audit (body TEXT);
+            CREATE TRIGGER plugin_audit_kept BEFORE DELETE ON plugin_audit
+            BEGIN SELECT RAISE(ABORT, 'plugin_audit is append-only'); END;
+            CREATE TABLE plugin_notes (body TEXT);
+            CREATE TABLE plugin_trail (body TEXT);
+            CREATE TRIGGER plugin_notes_trail AFTER DELETE ON plugin_notes
+            BEGIN INSERT INTO plugin_trail VALUES (old.body); END;
+            CREATE TABLE sqlitebackup_notes (body TEXT);
+            CREATE TABLE "odd""name" (body TEXT);
+            INSERT INTO plugin_audit VALUES ('{marker}');
+            INSERT INTO plugin_notes VALUES ('{marker}');
+            INSERT INTO sqlitebackup_notes VALUES ('{marker}');
+            INSERT INTO "odd""name" VALUES ('{marker}');
+            """
+        )
+        conn.execute("ANALYZE")
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_a_whole_log_copy_empties_plugin_tables_whatever_their_triggers_and_names(
+    timeline_db: Path, run_cli, raw_log, tmp_path: Path
+):
+    """Triggers neither stop the emptying nor copy what it deletes; every table is
+    emptied, whatever its name, and keeps its triggers; ANALYZE's statistics go too."""
+    plugin_tables(timeline_db, "Zebulon-plugin-row")
+    copy = make_copy(run_cli, tmp_path, "--as-of", "2030-01-01")
+    assert b"Zebulon-plugin-row" not in copy.read_bytes()
+    for table in ("plugin_audit", "plugin_notes", "plugin_trail", "sqlitebackup_notes",
+                  '"odd""name"', "sqlite_stat1"):  # fmt: skip
+        assert raw_log.query(f"SELECT count(*) FROM {table}", path=copy) == [(0,)], table
+    triggers = raw_log.query("SELECT name FROM sqlite_master WHERE type = 'trigger'", path=copy)
+    assert {"plugin_audit_kept", "plugin_notes_trail"} <= {name for (name,) in triggers}
+    assert run_cli("verify", "--deep", db=copy).exit_code == 0
+
+
+def test_a_copy_of_a_copy_is_a_copy_at_the_new_moment(
+    timeline_db: Path, run_cli, raw_log, tmp_path: Path
+):
+    """A point-in-time copy can itself be copied (an auditor narrowing down a moment)."""
+    first = make_copy(run_cli, tmp_path, "--known-at", "2030-01-01")
+    second = tmp_path / "second.db"
+    result = run_cli("replay", "--as-of", "2025-02-15", "--out", str(second), db=first)
+    assert result.exit_code == 0, result.output
+    assert state(run_cli, second) == state(run_cli, make_copy(run_cli, tmp_path, "--as-of",
+                                                              "2025-02-15"))  # fmt: skip
+    snapshot = sqlite3.connect(second)
+    try:
+        described = snapshot.execute("SELECT kind, head FROM snapshot").fetchall()
+        assert described == [("as-of", raw_log.count())]
+    finally:
+        snapshot.close()
+
+
+def test_emptying_a_page_copy_zeroes_what_it_deletes_even_if_the_connection_would_not(
+    timeline_db: Path, tmp_path: Path
+):
+    """SQLite builds differ in whether deleted content is zeroed by default: the copy
+    turns secure_delete on itself, so a deleted key leaves no byte behind."""
+    marker = b"Zebulon-Quartz-key"
+    conn = sqlite3.connect(timeline_db)
+    conn.execute(
+        "INSERT INTO subject_keys (program, subject, key) VALUES ('default', 'gone', ?)",
+        (marker,),
+    )
+    conn.commit()
+    copy = sqlite3.connect(tmp_path / "copy.db")
+    conn.backup(copy)
+    conn.close()
+    copy.execute("PRAGMA journal_mode = OFF")
+    copy.execute("PRAGMA secure_delete = OFF")
+    copy.execute("DELETE FROM subject_keys WHERE subject = 'gone'")  # as forget would
+    copy.commit()
+    assert marker in (tmp_path / "copy.db").read_bytes()
+    audit._keep_only_the_log(copy)
+    copy.close()
+    assert marker not in (tmp_path / "copy.db").read_bytes()
