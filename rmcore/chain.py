@@ -263,14 +263,10 @@ def check_chain(
 
         return merge(sequential())
     ranges = _ranges(head, max(SEGMENT_SIZE, head // (workers * 4)))
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_all_start_methods, get_context
+    from rmcore.workers import process_pool
 
-    # fork starts workers without re-importing anything; the workers open their own
-    # read-only connections and never touch the parent's.
-    method = "fork" if "fork" in get_all_start_methods() else "spawn"
     _DECODER = decode
-    with ProcessPoolExecutor(workers, mp_context=get_context(method)) as pool:
+    with process_pool(workers) as pool:
         futures = [
             pool.submit(_check_file_segment, path, since, until, decode is not None)
             for since, until in ranges

@@ -36,6 +36,8 @@ def json_line_blocks(
     workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
     walking = where.program is None or where.walk_positions
     head = store.head()[0] if walking else 0
+    if where.until is not None:
+        head = min(head, where.until)
     if path is None or workers < 2 or not walking or head - where.since < PARALLEL_THRESHOLD:
         yield from store.json_line_blocks(where)
         return
@@ -47,15 +49,11 @@ def _in_parallel(
     path: str, where: EventFilter, head: int, workers: int
 ) -> Iterator[tuple[int, bytes]]:
     """The blocks of positions ``where.since+1 .. head``, built by worker processes."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_all_start_methods, get_context
+    from rmcore.workers import process_pool
 
     size = BLOCK
     starts = iter(range(where.since, head, size))
-    # fork starts workers without re-importing anything; they open their own read-only
-    # connections and never touch the parent's.
-    method = "fork" if "fork" in get_all_start_methods() else "spawn"
-    pool = ProcessPoolExecutor(workers, mp_context=get_context(method))
+    pool = process_pool(workers)
     pending: deque = deque()
 
     def submit_next() -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import queue
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -508,3 +510,41 @@ def test_workers_open_a_database_whose_name_needs_escaping(
     monkeypatch.setattr(log_stream, "PARALLEL_THRESHOLD", 0)
     monkeypatch.setattr(log_stream, "BLOCK", 4)
     assert log_bytes(run_cli, "--all-programs", db=odd) == sequential
+
+
+WORKERS_FORCED = (
+    "import rmcore.log_stream as stream; stream.PARALLEL_THRESHOLD = 0; stream.BLOCK = 1;"
+    " from rmcore.cli import main; main()"
+)
+
+
+def test_ctrl_c_while_workers_stream_ends_quietly_with_no_worker_left(db_path: Path):
+    """Ctrl-C reaches the whole process group: the command exits 0 without a traceback,
+    from the parent or from any worker, and leaves no process behind."""
+    with Engine.open(db_path, create=True) as engine, engine.store.transaction():
+        filler = json.dumps({"key": "notes.filler", "value": "x" * 4000})
+        engine.store.append(
+            "default",
+            [NewEvent("program", "configured", 1, "2025-01-06T09:00:00Z", filler)] * 100,
+            actor=ACTOR,
+        )
+    process = subprocess.Popen(
+        [sys.executable, "-c", WORKERS_FORCED, "--db", str(db_path), "log", "--all-programs"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout.read(1000)  # streaming; the pipe then fills and it waits
+        time.sleep(1.0)
+        os.killpg(process.pid, signal.SIGINT)
+        code = process.wait(timeout=20)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    stderr = process.stderr.read().decode()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
+    time.sleep(0.5)
+    with pytest.raises(ProcessLookupError):  # nobody is left in its process group
+        os.killpg(process.pid, 0)
