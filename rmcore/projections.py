@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from attrs import frozen
 
 from rmcore.codec import DecodeError, canonical_json
@@ -182,18 +183,34 @@ def _opened_values(
     found = [_SEALED[field].search(data) for field in fields]
     if not any(found):
         return (None,) * len(fields)
-    subject = SUBJECT_OF[type_name]
-    match = _SUBJECT_ID[subject].search(data)
-    if match is None:  # an id with escapes: read it properly
-        payload = json.loads(data)
-        subject_id = payload.get(f"{subject}_id")
-    else:
-        subject_id = match.group(1)
-    key = f"{subject}:{subject_id}"
+    key = _subject_key(type_name, data)
     return tuple(
         None if sealed is None else open_value(program, key, field, sealed.group(1))
         for field, sealed in zip(fields, found)
     )
+
+
+def _subject_key(type_name: str, data: str) -> str:
+    """The subject whose key sealed the event's personal fields (``person:ID`` or ``pair:ID``)."""
+    subject = SUBJECT_OF[type_name]
+    match = _SUBJECT_ID[subject].search(data)
+    if match is None:  # an id with escapes: read it properly
+        return f"{subject}:{json.loads(data).get(f'{subject}_id')}"
+    return f"{subject}:{match.group(1)}"
+
+
+def _field_opener(keyring: Keyring) -> Callable[[str, str, str, str], Any]:
+    """The SQL function ``rmcore_opened(type, field, program, data)`` of a bulk fold: one
+    personal field opened exactly as :func:`_opened_values` opens it (None if not sealed)."""
+    open_value = keyring.open_value
+
+    def opened(type_name: str, field: str, program: str, data: str) -> Any:
+        sealed = _SEALED[field].search(data)
+        if sealed is None:
+            return None
+        return open_value(program, _subject_key(type_name, data), field, sealed.group(1))
+
+    return opened
 
 
 def _profile_update_sql() -> str:
@@ -331,6 +348,51 @@ STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+# Event types whose statements only insert rows keyed by the event's position into tables
+# that no other type's statements touch, a barrier's excepted: folded in any order they
+# give the same rows. A rebuild inserts them straight from the log, one INSERT ... SELECT
+# per range of positions, so most of a log never passes through Python; the other types
+# are folded in log order around them.
+FOLDED_IN_BULK = ("session_held", "feedback_given")
+
+# Positions per bulk statement: a progress step, and the most one statement inserts.
+BULK_SPAN = 50_000
+
+PROGRAMS_UPSERT = (
+    "INSERT INTO programs (program, first_position, last_position, events, started_at)"
+    " VALUES (?,?,?,?,?) ON CONFLICT (program) DO UPDATE SET"
+    " last_position = excluded.last_position, events = events + excluded.events"
+)
+
+
+def bulk_statements(type_name: str, log: str = "main") -> list[str]:
+    """The type's statements as ``INSERT ... SELECT`` over the rows of ``log``.events.
+
+    Each takes named parameters: ``schema`` (only rows stored under it), ``after`` and
+    ``upto`` (the position range) and ``until`` (an occurred-at moment, or None for
+    all). Opened personal fields come from the SQL function ``rmcore_opened``, called only
+    for rows whose payload text holds a sealed value of that field.
+    """
+    columns = {"1": "position", "2": "program", "3": "occurred_at", "4": "data"}
+    for index, field in enumerate(PERSONAL_FIELDS.get(type_name, ())):
+        columns[str(5 + index)] = (
+            f'CASE WHEN instr(data, \'"{field}":"{PREFIX}\') THEN'
+            f" rmcore_opened('{type_name}', '{field}', program, data) END"
+        )
+    statements = []
+    for _, sql in STATEMENTS[type_name]:
+        head, values = sql.split(" VALUES (", 1)
+        if not head.startswith("INSERT INTO ") or not values.endswith(")"):
+            raise ValueError(f"{type_name}: only single-row inserts fold in bulk")
+        picked = re.sub(r"\?([1-9])\b", lambda m: columns[m.group(1)], values[:-1])
+        statements.append(
+            f"{head} SELECT {picked} FROM {log}.events WHERE position > :after"
+            f" AND position <= :upto AND type = '{type_name}' AND schema = :schema"
+            " AND (:until IS NULL OR occurred_at <= :until) ORDER BY position"
+        )
+    return statements
+
+
 class Projector:
     """Folds stored events into the core read models of one connection."""
 
@@ -387,16 +449,15 @@ class Projector:
                 self.build_deferred_indexes()
             else:
                 conn.executemany(sql, params)
-        conn.executemany(
-            "INSERT INTO programs (program, first_position, last_position, events, started_at)"
-            " VALUES (?,?,?,?,?) ON CONFLICT (program) DO UPDATE SET"
-            " last_position = excluded.last_position, events = events + excluded.events",
-            plan.programs,
-        )
-        conn.execute(
-            "UPDATE checkpoints SET position = ? WHERE name = ?", (plan.last_position, CHECKPOINT)
-        )
+        conn.executemany(PROGRAMS_UPSERT, plan.programs)
+        self.move_checkpoint(plan.last_position)
         return plan.events
+
+    def move_checkpoint(self, position: int) -> None:
+        """Record that the read models hold every event up to ``position``."""
+        self.conn.execute(
+            "UPDATE checkpoints SET position = ? WHERE name = ?", (position, CHECKPOINT)
+        )
 
     def catch_up(self, store: SQLiteEventStore) -> int:
         """Fold whatever the log holds past the checkpoint (inside a write transaction)."""
@@ -538,26 +599,76 @@ def rebuild(
     batch: int = 5000,
     progress: Callable[[int], None] | None = None,
     occurred_until: str | None = None,
+    log: str = "main",
 ) -> int:
     """Clear the read models behind ``projector`` and fold the whole log into them
     (with ``occurred_until``, only the events that had occurred by then).
 
     Runs inside the caller's transaction on ``projector.conn``; ``source`` may be
-    another connection (a scratch database reading the live log). The secondary indexes
-    are built once at the end, and the keys loaded in one query at the start.
+    another connection (a scratch database reading the live log), in which case the
+    live file must be attached to ``projector.conn`` under the name ``log``. Positions
+    are bounded by what ``source`` sees, so both read the same events.
+
+    The types in :data:`FOLDED_IN_BULK` go from the log to their tables in SQL, a range of
+    positions at a time, always before a barrier that reads those tables; the others are
+    folded in log order as the incremental path folds them. The secondary indexes are
+    built once at the end, and the keys loaded in one query at the start.
     """
     projector.clear()
     projector.defer_indexes()
     projector.keyring.preload()
-    total = 0
-    for rows in source.scan(0, batch=batch, occurred_until=occurred_until):
-        total += projector.execute(
-            plan_fold(rows, projector.schemas, projector.registry, projector.keyring)
-        )
-        if progress:
-            progress(len(rows))
+    conn = projector.conn
+    programs = source.program_counts(occurred_until=occurred_until)
+    head = max((last for _, _, last, _, _ in programs), default=0)
+    bulk = [
+        (sql, projector.schemas[type_name])
+        for type_name in FOLDED_IN_BULK
+        if type_name in projector.schemas
+        for sql in bulk_statements(type_name, log)
+    ]
+    leave_out = [(t, projector.schemas[t]) for t in FOLDED_IN_BULK if t in projector.schemas]
+    conn.create_function("rmcore_opened", 4, _field_opener(projector.keyring))
+    try:
+        inserted = 0  # the bulk types are in the tables up to this position
+
+        def insert_bulk(upto: int) -> None:
+            nonlocal inserted
+            while inserted < upto:
+                span = {"after": inserted, "upto": min(upto, inserted + BULK_SPAN)}
+                rows = 0
+                for sql, schema in bulk:
+                    rows += conn.execute(
+                        sql, {**span, "schema": schema, "until": occurred_until}
+                    ).rowcount
+                inserted = span["upto"]
+                if progress and rows:
+                    progress(rows)
+
+        def fold(rows: Sequence[tuple]) -> None:
+            if rows:
+                plan = plan_fold(rows, projector.schemas, projector.registry, projector.keyring)
+                projector.execute(attrs.evolve(plan, programs=[]))
+                if progress:
+                    progress(len(rows))
+
+        for rows in source.scan(
+            0, batch=batch, occurred_until=occurred_until, until=head, leave_out=leave_out
+        ):
+            start = 0
+            for index, row in enumerate(rows):
+                if row[2] in BARRIERS:  # it reads the tables: everything before it goes in
+                    insert_bulk(row[0])
+                    fold(rows[start : index + 1])
+                    start = index + 1
+            insert_bulk(rows[-1][0])
+            fold(rows[start:])
+        insert_bulk(head)
+    finally:
+        conn.create_function("rmcore_opened", 4, None)
+    conn.executemany(PROGRAMS_UPSERT, programs)
+    projector.move_checkpoint(head)
     projector.build_deferred_indexes()
-    return total
+    return sum(events for _, _, _, events, _ in programs)
 
 
 def compare(conn: sqlite3.Connection, other_schema: str, limit: int = 20) -> list[str]:

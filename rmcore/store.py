@@ -598,10 +598,11 @@ class SQLiteEventStore:
         batch: int = 5000,
         occurred_until: str | None = None,
         until: int | None = None,
+        leave_out: Sequence[tuple[str, int]] = (),
     ) -> Iterator[list[tuple]]:
         """Batches of plain ``PROJECTION_COLUMNS`` tuples after ``since`` (up to position
         ``until``), for folds; ``occurred_until`` keeps only what had happened in the
-        world by then."""
+        world by then, ``leave_out`` skips events of these ``(type, schema)`` kinds."""
         where, params = "position > ?", [since]
         if until is not None:
             where += " AND position <= ?"
@@ -609,6 +610,9 @@ class SQLiteEventStore:
         if occurred_until is not None:
             where += " AND occurred_at <= ?"
             params.append(occurred_until)
+        for type_name, schema in leave_out:
+            where += " AND NOT (type = ? AND schema = ?)"
+            params += [type_name, schema]
         cursor = self.conn.execute(
             f"SELECT {', '.join(self.PROJECTION_COLUMNS)} FROM events"
             f" WHERE {where} ORDER BY position",
@@ -616,6 +620,25 @@ class SQLiteEventStore:
         )
         while rows := cursor.fetchmany(batch):
             yield rows
+
+    def program_counts(self, *, occurred_until: str | None = None) -> list[tuple]:
+        """``(program, first position, last position, events, first event's occurred_at)``
+        for each program in the log; ``occurred_until`` as for :meth:`scan`."""
+        where, params = ("WHERE occurred_at <= ?", [occurred_until]) if occurred_until else ("", [])
+        counts = self.conn.execute(
+            f"SELECT program, min(position), max(position), count(*) FROM events {where}"
+            " GROUP BY program",
+            params,
+        ).fetchall()
+        return [
+            (program, first, last, events, self._occurred_at(first))
+            for program, first, last, events in counts
+        ]
+
+    def _occurred_at(self, position: int) -> str:
+        return self.conn.execute(
+            "SELECT occurred_at FROM events WHERE position = ?", (position,)
+        ).fetchone()[0]
 
     def read_stream(self, program: str, stream: str) -> list[StoredEvent]:
         """Every event of one stream, oldest first."""

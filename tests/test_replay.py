@@ -5,11 +5,15 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from rmcore import audit
+import pytest
+from conftest import ACTOR, read_event_count
+
+from rmcore import audit, projections
 from rmcore.codec import canonical_json
+from rmcore.commands import Forget, GiveFeedback, RecordSession
 from rmcore.engine import Engine
 from rmcore.events import Joined
-from rmcore.projections import TABLES
+from rmcore.projections import BARRIERS, FOLDED_IN_BULK, STATEMENTS, TABLES, rebuild
 from rmcore.store import NewEvent
 
 REQUIRED = {"people", "pairs", "sessions", "feedback", "config", "programs"}
@@ -230,3 +234,106 @@ def test_personal_fields_stored_in_plain_text_or_mangled_read_back_as_before(db_
     with Engine.open(db_path) as engine:
         audit.replay(engine)
     assert snapshot(db_path) == before
+
+
+# Folding sessions and feedback straight from the log
+
+
+def test_only_rows_no_other_event_touches_are_folded_in_bulk():
+    """Bulk types only insert a row per event, keyed by its position, into tables that no
+    other type's statements mention, barriers excepted: so their order cannot matter."""
+    bulk_tables = set()
+    for type_name in FOLDED_IN_BULK:
+        for table, sql in STATEMENTS[type_name]:
+            assert sql.startswith(f"INSERT INTO {table} (position, ")
+            assert " VALUES (?1, " in sql and "ON CONFLICT" not in sql
+            bulk_tables.add(table)
+    for type_name, statements in STATEMENTS.items():
+        if type_name in FOLDED_IN_BULK or type_name in BARRIERS:
+            continue
+        for table, sql in statements:
+            assert table not in bulk_tables
+            assert not any(f" {name} " in f" {sql} " for name in bulk_tables), sql
+
+
+def _append_directly(engine: Engine, *events: tuple[str, str, int, str, dict]) -> None:
+    """Events written through the store, as an import of another site's log would."""
+    with engine.store.transaction():
+        stored = engine.store.append(
+            "default",
+            [NewEvent(stream, type_name, schema, at, canonical_json(payload))
+             for stream, type_name, schema, at, payload in events],
+            actor="test",
+        )  # fmt: skip
+        engine.projector.apply(stored)
+
+
+@pytest.fixture
+def mixed_log(populated_db: Path) -> Path:
+    """The populated program plus a session under the old schema, an erasure, and
+    feedback recorded after it, in plain text, on the erased person's pair."""
+    with Engine.open(populated_db) as engine:
+        _append_directly(
+            engine,
+            ("pair:ada-grace", "session_held", 1, "2025-03-05T10:00:00Z",
+             {"pair_id": "ada-grace", "hours": 1.5, "topics": ["judgement"]}),
+        )  # fmt: skip
+        engine.execute("default", Forget(person_id="tom", at="2025-04-02T09:00:00Z"), actor=ACTOR)
+        _append_directly(
+            engine,
+            ("pair:mei-tom", "feedback_given", 1, "2025-04-03T09:00:00Z",
+             {"pair_id": "mei-tom", "by": "mei", "rating": 3, "comment": "after the erasure"}),
+        )  # fmt: skip
+        for command in (
+            GiveFeedback(pair_id="ada-raj", by="raj", rating=5, comment="Sharp.",
+                         at="2025-04-04T09:00:00Z"),
+            RecordSession(pair_id="ada-raj", minutes=30, at="2025-04-05T09:00:00Z"),
+        ):  # fmt: skip
+            engine.execute("default", command, actor=ACTOR)
+    return populated_db
+
+
+def test_a_replay_in_the_smallest_steps_equals_the_incremental_tables(
+    mixed_log: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Bulk ranges of one position and batches of two events: the old-schema session is
+    upcast, the erasure blanks only what was recorded before it, progress counts each
+    event once."""
+    before = snapshot(mixed_log)
+    comments = {(pair, by): comment for _, _, pair, by, _, _, _, comment, _ in before["feedback"]}
+    assert comments[("mei-tom", "mei")] == "after the erasure"
+    assert comments[("ada-raj", "raj")] == "Sharp."
+    assert any(minutes == 90 for *_, minutes, _, _ in before["sessions"])
+    monkeypatch.setattr(projections, "BULK_SPAN", 1)
+    steps: list[int] = []
+    with Engine.open(mixed_log) as engine, engine.store.transaction():
+        folded = rebuild(engine.store, engine.projector, batch=2, progress=steps.append)
+    assert folded == sum(steps) == read_event_count(mixed_log)
+    assert snapshot(mixed_log) == before
+
+
+def test_replay_and_its_check_agree_with_the_incremental_tables_on_a_mixed_log(
+    mixed_log: Path, run_cli
+):
+    """Through the CLI: ``replay --check`` finds nothing, ``replay`` changes nothing."""
+    before = snapshot(mixed_log)
+    result = run_cli("replay", "--check")
+    assert result.exit_code == 0, result.stderr
+    assert run_cli("replay").exit_code == 0
+    assert snapshot(mixed_log) == before
+
+
+def test_a_bulk_fold_opens_sealed_comments_as_the_incremental_fold_does(populated_db: Path):
+    """Sealed comments read back in plain text after a replay; the SQL function that
+    opened them is no longer usable on the connection."""
+    with Engine.open(populated_db) as engine:
+        sealed = engine.conn.execute(
+            "SELECT count(*) FROM events WHERE type = 'feedback_given' AND data LIKE '%rmenc1:%'"
+        ).fetchone()[0]
+        assert sealed >= 1
+        audit.replay(engine)
+        with pytest.raises(sqlite3.OperationalError):
+            engine.conn.execute("SELECT rmcore_opened('a', 'b', 'c', 'd')")
+    comments = [row[7] for row in snapshot(populated_db)["feedback"]]
+    assert "Eye-opening." in comments
+    assert not any(comment.startswith("rmenc1:") for comment in comments)
