@@ -624,9 +624,12 @@ class SQLiteEventStore:
     def program_counts(self, *, occurred_until: str | None = None) -> list[tuple]:
         """``(program, first position, last position, events, first event's occurred_at)``
         for each program in the log; ``occurred_until`` as for :meth:`scan`."""
-        where, params = ("WHERE occurred_at <= ?", [occurred_until]) if occurred_until else ("", [])
+        if occurred_until is None:  # the (program, stream, version) index covers this
+            source, params = "events", []
+        else:  # one pass over the table, not the index plus a lookup of every row
+            source, params = "events NOT INDEXED WHERE occurred_at <= ?", [occurred_until]
         counts = self.conn.execute(
-            f"SELECT program, min(position), max(position), count(*) FROM events {where}"
+            f"SELECT program, min(position), max(position), count(*) FROM {source}"
             " GROUP BY program",
             params,
         ).fetchall()

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from conftest import ACTOR
 
-from rmcore import audit
+from rmcore import audit, db
 from rmcore.commands import EndPair, Join, Leave, MakePair, RecordSession, decide
 from rmcore.engine import Engine
-from rmcore.projections import TABLES
+from rmcore.projections import TABLES, Projector
 from rmcore.queries import SqlState
 from rmcore.store import NewEvent
 
@@ -260,6 +260,32 @@ def test_an_as_of_copy_holds_the_whole_log_and_folds_only_what_had_happened(
         ("ada-grace", "2025-02-10T15:00:00Z"),
         ("mei-tom", "2025-02-12T08:00:00Z"),
     ]
+
+
+def test_an_as_of_copy_holds_the_tables_a_row_by_row_fold_of_its_events_gives(
+    timeline_db: Path, run_cli, tmp_path: Path
+):
+    """The copy's read models, counts and checkpoint equal folding, one event at a time,
+    only the events that had occurred by the end of the day, late entries included."""
+    copy = make_copy(run_cli, tmp_path, "--as-of", "2025-02-15")
+    with Engine.open(copy) as engine:
+        until = engine.snapshot.occurred_until
+    oracle_path = tmp_path / "oracle.db"
+    oracle = db.connect(oracle_path, create=True)
+    try:
+        db.migrate(oracle)
+        with Engine.open(timeline_db) as live:
+            rows = [row for batch in live.store.scan(0) for row in batch if row[4] <= until]
+            assert 0 < len(rows) < audit.event_count(live)
+            oracle.execute("BEGIN")
+            Projector(oracle, live.registry, live.keyring).apply_rows(rows)
+            oracle.execute("COMMIT")
+    finally:
+        oracle.close()
+    expected, made = every_table(oracle_path), every_table(copy)
+    assert {t: made[t] for t in (*TABLES, "checkpoints")} == {
+        t: expected[t] for t in (*TABLES, "checkpoints")
+    }
 
 
 def test_replaying_an_as_of_copy_keeps_it_at_its_moment(timeline_db: Path, run_cli, tmp_path: Path):
