@@ -337,3 +337,29 @@ def test_a_bulk_fold_opens_sealed_comments_as_the_incremental_fold_does(populate
     comments = [row[7] for row in snapshot(populated_db)["feedback"]]
     assert "Eye-opening." in comments
     assert not any(comment.startswith("rmenc1:") for comment in comments)
+
+
+@pytest.mark.parametrize("key_cache", [65536, 1], ids=["keys-preloaded", "keys-read-mid-fold"])
+def test_a_bulk_fold_reads_an_erased_pairs_comments_as_erased(
+    populated_db: Path, run_cli, monkeypatch: pytest.MonkeyPatch, key_cache: int
+):
+    """After grace is forgotten her pair's sealed comments fold to ``[erased]``, whether
+    the keys were loaded before the fold or are looked up while SQLite inserts."""
+    from rmcore import personal
+
+    with Engine.open(populated_db) as engine:
+        for command in (
+            GiveFeedback(pair_id="ada-raj", by="raj", rating=5, comment="Sharp.",
+                         at="2025-04-04T09:00:00Z"),
+            Forget(person_id="grace", at="2025-05-01T09:00:00Z"),
+        ):  # fmt: skip
+            engine.execute("default", command, actor=ACTOR)
+    before = snapshot(populated_db)
+    comments = {(pair, by): comment for _, _, pair, by, _, _, _, comment, _ in before["feedback"]}
+    assert comments[("ada-grace", "grace")] == "[erased]"
+    assert comments[("ada-raj", "raj")] == "Sharp."
+    monkeypatch.setattr(personal, "KEY_CACHE", key_cache)
+    with Engine.open(populated_db) as engine:
+        audit.replay(engine)
+        assert audit.replay_check(engine) == []
+    assert snapshot(populated_db) == before
