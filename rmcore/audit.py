@@ -112,7 +112,13 @@ def replay(engine: Engine, progress: Progress = None) -> int:
     """Rebuild the live read models from the whole log, in one transaction."""
     until = engine.snapshot.occurred_until if engine.snapshot else None
     with engine.store.transaction():
-        return rebuild(engine.store, engine.projector, progress=progress, occurred_until=until)
+        return rebuild(
+            engine.store,
+            engine.projector,
+            progress=progress,
+            occurred_until=until,
+            log_file=engine.path,
+        )
 
 
 def replay_check(engine: Engine, progress: Progress = None) -> list[str]:
@@ -143,6 +149,7 @@ def replay_check(engine: Engine, progress: Progress = None) -> list[str]:
                         progress=progress,
                         occurred_until=engine.snapshot.occurred_until if engine.snapshot else None,
                         log="live",
+                        log_file=engine.path,
                     )
                     scratch_conn.execute("COMMIT")
                     return compare(engine.conn, "replayed")
@@ -227,6 +234,7 @@ def snapshot(
                 copy.projector,
                 progress=progress,
                 occurred_until=info.occurred_until,
+                log_file=engine.path,  # the same log up to the copy's head, in WAL mode
             )
             target.execute(
                 "CREATE TABLE snapshot (kind TEXT NOT NULL, moment TEXT NOT NULL,"

@@ -133,14 +133,16 @@ class Keyring:
         key = self._key(program, subject, create=False)
         if key is None:
             return ERASED if self.erased(program, subject) else SEALED
-        try:
-            raw = binascii.a2b_base64(value[len(PREFIX) :].encode("ascii").translate(_URLSAFE))
-            plain = _aesgcm()(key).decrypt(
-                raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(program, subject, field)
-            )
-        except (ValueError, _invalid_tag()):
-            return ERASED  # not sealed for this place: unreadable, like an erased value
-        return plain.decode()
+        return _opened(key, program, subject, field, value)
+
+    def open_if_loaded(self, program: str, subject: str, field: str, value: str) -> str | None:
+        """:meth:`open_value` of a sealed value whose key is in memory; None when it is not.
+
+        Never touches the database, so another thread may call it while the connection is
+        busy (a rebuild opens values ahead of its inserts this way).
+        """
+        key = self._keys.get((program, subject))
+        return None if key is None else _opened(key, program, subject, field, value)
 
     def seal(self, program: str, subject: str, type_name: str, payload: dict[str, Any]) -> None:
         """Seal, in place, the personal fields of an event payload before it is hashed."""
@@ -225,6 +227,18 @@ def _invalid_tag() -> type[Exception]:
     from cryptography.exceptions import InvalidTag
 
     return InvalidTag
+
+
+def _opened(key: bytes, program: str, subject: str, field: str, value: str) -> str:
+    """A sealed value opened with its subject's key (:data:`ERASED` if it does not open)."""
+    try:
+        raw = binascii.a2b_base64(value[len(PREFIX) :].encode("ascii").translate(_URLSAFE))
+        plain = _aesgcm()(key).decrypt(
+            raw[:NONCE_BYTES], raw[NONCE_BYTES:], _aad(program, subject, field)
+        )
+    except (ValueError, _invalid_tag()):
+        return ERASED  # not sealed for this place: unreadable, like an erased value
+    return plain.decode()
 
 
 def _aad(program: str, subject: str, field: str) -> bytes:

@@ -11,7 +11,9 @@ SQLite picks the fields in C, so a replay never builds an event object per row.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -24,9 +26,11 @@ from rmcore.codec import DecodeError, canonical_json
 from rmcore.events import EventRegistry
 from rmcore.model import LIST_FIELDS, PROFILE_FIELDS
 from rmcore.personal import ERASED, NESTED, PERSONAL_FIELDS, PREFIX
-from rmcore.store import SQLiteEventStore, StoredEvent
+from rmcore.store import SQLiteEventStore, StoredEvent, connect_read_only
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from sqlite_utils import Database
 
     from rmcore.personal import Keyring
@@ -358,6 +362,9 @@ FOLDED_IN_BULK = ("session_held", "feedback_given")
 # Positions per bulk statement: a progress step, and the most one statement inserts.
 BULK_SPAN = 50_000
 
+# The temporary table of personal fields opened ahead of the bulk inserts.
+OPENED_AHEAD = "rmcore_opened_ahead"
+
 PROGRAMS_UPSERT = (
     "INSERT INTO programs (program, first_position, last_position, events, started_at)"
     " VALUES (?,?,?,?,?) ON CONFLICT (program) DO UPDATE SET"
@@ -370,14 +377,17 @@ def bulk_statements(type_name: str, log: str = "main") -> list[str]:
 
     Each takes named parameters: ``schema`` (only rows stored under it), ``after`` and
     ``upto`` (the position range) and ``until`` (an occurred-at moment, or None for
-    all). Opened personal fields come from the SQL function ``rmcore_opened``, called only
-    for rows whose payload text holds a sealed value of that field.
+    all). A personal field comes from the temporary table of values opened ahead
+    (:class:`OpenedAhead`), else from the SQL function ``rmcore_opened``, called only for
+    rows whose payload text holds a sealed value of that field.
     """
     columns = {"1": "position", "2": "program", "3": "occurred_at", "4": "data"}
     for index, field in enumerate(PERSONAL_FIELDS.get(type_name, ())):
         columns[str(5 + index)] = (
-            f'CASE WHEN instr(data, \'"{field}":"{PREFIX}\') THEN'
-            f" rmcore_opened('{type_name}', '{field}', program, data) END"
+            f"coalesce((SELECT value FROM temp.{OPENED_AHEAD} AS ahead WHERE"
+            f" ahead.position = logged.position AND ahead.field = '{field}'),"
+            f' CASE WHEN instr(data, \'"{field}":"{PREFIX}\') THEN'
+            f" rmcore_opened('{type_name}', '{field}', program, data) END)"
         )
     statements = []
     for _, sql in STATEMENTS[type_name]:
@@ -386,11 +396,121 @@ def bulk_statements(type_name: str, log: str = "main") -> list[str]:
             raise ValueError(f"{type_name}: only single-row inserts fold in bulk")
         picked = re.sub(r"\?([1-9])\b", lambda m: columns[m.group(1)], values[:-1])
         statements.append(
-            f"{head} SELECT {picked} FROM {log}.events WHERE position > :after"
+            f"{head} SELECT {picked} FROM {log}.events AS logged WHERE position > :after"
             f" AND position <= :upto AND type = '{type_name}' AND schema = :schema"
             " AND (:until IS NULL OR occurred_at <= :until) ORDER BY position"
         )
     return statements
+
+
+class OpenedAhead:
+    """Opens the sealed fields of bulk-folded events in a helper thread, one span of
+    positions ahead of the inserts that need them.
+
+    Opening values is Python work and inserting rows is SQLite's, which runs without the
+    interpreter lock, so the two overlap on two cores. The helper reads the log through
+    its own read-only connection to ``path`` (a WAL file holding the same log: the row
+    at a position never changes) and opens only with keys already in memory, never
+    touching the folding connection. What it cannot open, or cannot see (events not
+    committed yet), the inserts open themselves through ``rmcore_opened``, so the result
+    is the same either way. Values are handed over through the temporary table
+    :data:`OPENED_AHEAD`, one span at a time, filled while the helper is idle.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: str | os.PathLike,
+        keyring: Keyring,
+        schemas: dict[str, int],
+        occurred_until: str | None,
+    ) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.conn = conn
+        self.path = path
+        self.keyring = keyring
+        self.kinds = [
+            (type_name, schemas[type_name], PERSONAL_FIELDS[type_name])
+            for type_name in FOLDED_IN_BULK
+            if type_name in PERSONAL_FIELDS and type_name in schemas
+        ]
+        self.occurred_until = occurred_until
+        self.ready = 0  # the table holds the values of the span that ends here
+        self.pending: tuple[int, Future] | None = None
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="rmcore-open-ahead")
+        self.reader: sqlite3.Connection | None = None
+
+    def start(self) -> None:
+        """Set the helper to the first span."""
+        self.pending = (0, self.pool.submit(self._open, 0))
+
+    def prepare(self, upto: int, head: int) -> None:
+        """Put the values of the span holding ``upto`` in the table (a span starts at a
+        multiple of :data:`BULK_SPAN`), and set the helper to the next one (up to
+        ``head``)."""
+        if upto <= self.ready:
+            return
+        while self.ready < upto:
+            if self.pending is None or self.pending[0] != self.ready:
+                self.pending = (self.ready, self.pool.submit(self._open, self.ready))
+            values = self.pending[1].result()
+            self.pending = None
+            self.ready += BULK_SPAN
+        self.conn.execute(f"DELETE FROM temp.{OPENED_AHEAD}")
+        for field, by_position in values:  # one JSON object per field: parsed in C
+            self.conn.execute(
+                f"INSERT INTO temp.{OPENED_AHEAD} SELECT CAST(key AS INTEGER), ?, value"
+                " FROM json_each(?)",
+                (field, by_position),
+            )
+        if self.ready < head:
+            self.pending = (self.ready, self.pool.submit(self._open, self.ready))
+
+    def _open(self, after: int) -> list[tuple[str, str]]:
+        """In the helper: the values it can open in ``(after, after + BULK_SPAN]``, as
+        ``(field, JSON object of the values by position)``."""
+        try:
+            if self.reader is None:
+                self.reader = connect_read_only(self.path)
+            if self.reader.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                return []  # a reader there could hold up the writer: leave it to the inserts
+            opened: dict[str, dict[int, str]] = {}
+            for type_name, schema, fields in self.kinds:
+                sealed_any = " OR ".join(f'instr(data, \'"{f}":"{PREFIX}\')' for f in fields)
+                rows = self.reader.execute(
+                    "SELECT position, program, data FROM events WHERE position > ?1"
+                    " AND position <= ?2 AND type = ?3 AND schema = ?4"
+                    f" AND (?5 IS NULL OR occurred_at <= ?5) AND ({sealed_any})",
+                    (after, after + BULK_SPAN, type_name, schema, self.occurred_until),
+                ).fetchall()
+                for position, program, data in rows:
+                    for field in fields:
+                        sealed = _SEALED[field].search(data)
+                        if sealed is not None:
+                            value = self.keyring.open_if_loaded(
+                                program, _subject_key(type_name, data), field, sealed.group(1)
+                            )
+                            if value is not None and "\x00" not in value:
+                                opened.setdefault(field, {})[position] = value
+            return [
+                (field, json.dumps(by_position, ensure_ascii=False))
+                for field, by_position in opened.items()
+            ]
+        except (sqlite3.Error, OSError):
+            return []  # the inserts open everything themselves
+
+    def close(self) -> None:
+        """Stop the helper and close its connection (in its own thread)."""
+        if self.pending is not None:
+            self.pending[1].cancel()
+        self.pool.submit(self._close_reader).result()
+        self.pool.shutdown(wait=True)
+
+    def _close_reader(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
 
 
 class Projector:
@@ -600,6 +720,7 @@ def rebuild(
     progress: Callable[[int], None] | None = None,
     occurred_until: str | None = None,
     log: str = "main",
+    log_file: str | os.PathLike | None = None,
 ) -> int:
     """Clear the read models behind ``projector`` and fold the whole log into them
     (with ``occurred_until``, only the events that had occurred by then).
@@ -607,34 +728,51 @@ def rebuild(
     Runs inside the caller's transaction on ``projector.conn``; ``source`` may be
     another connection (a scratch database reading the live log), in which case the
     live file must be attached to ``projector.conn`` under the name ``log``. Positions
-    are bounded by what ``source`` sees, so both read the same events.
+    are bounded by what ``source`` sees, so both read the same events. ``log_file``, a
+    WAL file holding the same log, lets a helper thread open sealed fields ahead
+    (:class:`OpenedAhead`); without it the inserts open them.
 
     The types in :data:`FOLDED_IN_BULK` go from the log to their tables in SQL, a range of
     positions at a time, always before a barrier that reads those tables; the others are
     folded in log order as the incremental path folds them. The secondary indexes are
     built once at the end, and the keys loaded in one query at the start.
     """
-    projector.clear()
-    projector.defer_indexes()
-    projector.keyring.preload()
     conn = projector.conn
-    programs = source.program_counts(occurred_until=occurred_until)
-    head = max((last for _, _, last, _, _ in programs), default=0)
-    bulk = [
-        (sql, projector.schemas[type_name])
-        for type_name in FOLDED_IN_BULK
-        if type_name in projector.schemas
-        for sql in bulk_statements(type_name, log)
-    ]
-    leave_out = [(t, projector.schemas[t]) for t in FOLDED_IN_BULK if t in projector.schemas]
-    conn.create_function("rmcore_opened", 4, _field_opener(projector.keyring))
+    ahead = None
     try:
+        projector.keyring.preload()
+        conn.create_function("rmcore_opened", 4, _field_opener(projector.keyring))
+        conn.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {OPENED_AHEAD} (position INTEGER NOT NULL,"
+            " field TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (position, field))"
+            " WITHOUT ROWID"
+        )
+        if log_file is not None:
+            ahead = OpenedAhead(
+                conn, log_file, projector.keyring, projector.schemas, occurred_until
+            )
+            ahead.start()  # the first span opens while the tables are emptied
+        projector.clear()
+        projector.defer_indexes()
+        programs = source.program_counts(occurred_until=occurred_until)
+        head = max((last for _, _, last, _, _ in programs), default=0)
+        bulk = [
+            (sql, projector.schemas[type_name])
+            for type_name in FOLDED_IN_BULK
+            if type_name in projector.schemas
+            for sql in bulk_statements(type_name, log)
+        ]
+        leave_out = [(t, projector.schemas[t]) for t in FOLDED_IN_BULK if t in projector.schemas]
         inserted = 0  # the bulk types are in the tables up to this position
 
         def insert_bulk(upto: int) -> None:
             nonlocal inserted
             while inserted < upto:
-                span = {"after": inserted, "upto": min(upto, inserted + BULK_SPAN)}
+                # within one span of BULK_SPAN positions, the one whose values are ahead
+                end = min(upto, (inserted // BULK_SPAN + 1) * BULK_SPAN)
+                if ahead is not None:
+                    ahead.prepare(end, head)
+                span = {"after": inserted, "upto": end}
                 rows = 0
                 for sql, schema in bulk:
                     rows += conn.execute(
@@ -664,6 +802,10 @@ def rebuild(
             fold(rows[start:])
         insert_bulk(head)
     finally:
+        if ahead is not None:
+            ahead.close()
+        with contextlib.suppress(sqlite3.Error):  # never hide why the fold stopped
+            conn.execute(f"DROP TABLE IF EXISTS temp.{OPENED_AHEAD}")
         conn.create_function("rmcore_opened", 4, None)
     conn.executemany(PROGRAMS_UPSERT, programs)
     projector.move_checkpoint(head)

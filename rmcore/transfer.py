@@ -219,7 +219,7 @@ def import_log(
             engine.keyring.erase(program, person_id)
         if keys_added and skipped:
             # Events folded before their keys arrived show [sealed]: fold them again.
-            rebuild(engine.store, engine.projector)
+            rebuild(engine.store, engine.projector, log_file=engine.path)
         if appended:
             mark_imported(engine, programs, head_before, engine.store.head()[0])
     return ImportSummary(seen, appended, skipped)

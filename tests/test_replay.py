@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -363,3 +364,76 @@ def test_a_bulk_fold_reads_an_erased_pairs_comments_as_erased(
         audit.replay(engine)
         assert audit.replay_check(engine) == []
     assert snapshot(populated_db) == before
+
+
+TRICKY_COMMENTS = (
+    "emoji 😀 and a clef 𝄞",
+    'tab\tnew\nline "quoted" back\\slash',
+    "line\u2028separator, combining é, bom \ufeff",
+    "rmenc1:looks sealed but is not",
+)
+
+
+@pytest.fixture
+def tricky_feedback(populated_db: Path) -> Path:
+    """The populated program with sealed comments full of characters JSON escapes."""
+    with Engine.open(populated_db) as engine:
+        for day, comment in enumerate(TRICKY_COMMENTS, start=10):
+            feedback = GiveFeedback(pair_id="ada-raj", by="raj", rating=4, comment=comment,
+                                    at=f"2025-04-{day}T09:00:00Z")  # fmt: skip
+            engine.execute("default", feedback, actor=ACTOR)
+    return populated_db
+
+
+def test_values_opened_ahead_are_the_values_the_inserts_would_open(tricky_feedback: Path):
+    """The helper puts exactly what ``Keyring.open_value`` gives into the table, and
+    nothing for a subject whose key is not in memory."""
+    with Engine.open(tricky_feedback) as engine:
+        engine.keyring.preload()
+        expected = {}
+        for position, program, data in engine.conn.execute(
+            "SELECT position, program, data FROM events WHERE type = 'feedback_given'"
+        ):
+            payload = json.loads(data)
+            if payload.get("comment", "").startswith("rmenc1:"):
+                expected[position] = engine.keyring.open_value(
+                    program, f"pair:{payload['pair_id']}", "comment", payload["comment"]
+                )
+        assert set(TRICKY_COMMENTS) <= set(expected.values())
+        engine.conn.execute("BEGIN")
+        engine.conn.execute(
+            f"CREATE TEMP TABLE {projections.OPENED_AHEAD} (position INTEGER NOT NULL,"
+            " field TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (position, field))"
+        )
+        head = engine.store.head()[0]
+        for loaded in (True, False):
+            if not loaded:
+                engine.keyring._keys.pop(("default", "pair:ada-raj"))
+            ahead = projections.OpenedAhead(
+                engine.conn, tricky_feedback, engine.keyring, engine.projector.schemas, None
+            )
+            try:
+                ahead.prepare(head, head)
+                table = dict(
+                    engine.conn.execute(
+                        f"SELECT position, value FROM temp.{projections.OPENED_AHEAD}"
+                        " WHERE field = 'comment'"
+                    ).fetchall()
+                )
+            finally:
+                ahead.close()
+            wanted = {p: v for p, v in expected.items() if loaded or v not in TRICKY_COMMENTS}
+            assert table == wanted
+        engine.conn.execute("ROLLBACK")
+
+
+def test_a_replay_with_comments_opened_ahead_equals_the_incremental_tables(
+    tricky_feedback: Path,
+):
+    """Through ``audit.replay``, which opens ahead from the WAL file: the same rows."""
+    before = snapshot(tricky_feedback)
+    assert set(TRICKY_COMMENTS) <= {row[7] for row in before["feedback"]}
+    with Engine.open(tricky_feedback) as engine:
+        audit.replay(engine)
+        assert audit.replay_check(engine) == []
+    assert snapshot(tricky_feedback) == before
