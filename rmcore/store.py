@@ -624,7 +624,20 @@ class SQLiteEventStore:
     def program_counts(self, *, occurred_until: str | None = None) -> list[tuple]:
         """``(program, first position, last position, events, first event's occurred_at)``
         for each program in the log; ``occurred_until`` as for :meth:`scan`."""
-        if occurred_until is None:  # the (program, stream, version) index covers this
+        if occurred_until is None:
+            only = self.conn.execute(
+                "SELECT (SELECT program FROM events ORDER BY program LIMIT 1),"
+                " (SELECT program FROM events ORDER BY program DESC LIMIT 1)"
+            ).fetchone()
+            if only[0] is None:
+                return []
+            if only[0] == only[1]:  # one program, the usual case: three quick lookups
+                first, last, events = self.conn.execute(
+                    "SELECT (SELECT min(position) FROM events),"
+                    " (SELECT max(position) FROM events), (SELECT count(*) FROM events)"
+                ).fetchone()
+                return [(only[0], first, last, events, self._occurred_at(first))]
+            # the (program, stream, version) index covers this
             source, params = "events", []
         else:  # one pass over the table, not the index plus a lookup of every row
             source, params = "events NOT INDEXED WHERE occurred_at <= ?", [occurred_until]

@@ -11,7 +11,7 @@ from conftest import ACTOR, read_event_count
 
 from rmcore import audit, projections
 from rmcore.codec import canonical_json
-from rmcore.commands import Forget, GiveFeedback, RecordSession
+from rmcore.commands import Forget, GiveFeedback, Join, RecordSession
 from rmcore.engine import Engine
 from rmcore.events import Joined
 from rmcore.projections import BARRIERS, FOLDED_IN_BULK, STATEMENTS, TABLES, rebuild
@@ -437,3 +437,41 @@ def test_a_replay_with_comments_opened_ahead_equals_the_incremental_tables(
         audit.replay(engine)
         assert audit.replay_check(engine) == []
     assert snapshot(tricky_feedback) == before
+
+
+def _counts_by_hand(path: Path, until: str | None = None) -> list[tuple]:
+    """Per program: first and last position, events, the first event's occurred_at."""
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute(
+            "SELECT program, position, occurred_at FROM events ORDER BY position"
+        ).fetchall()
+    finally:
+        conn.close()
+    counts: dict[str, list] = {}
+    for program, position, occurred_at in rows:
+        if until is None or occurred_at <= until:
+            seen = counts.setdefault(program, [position, position, 0, occurred_at])
+            seen[1], seen[2] = position, seen[2] + 1
+    return sorted((program, *values) for program, values in counts.items())
+
+
+def test_events_are_counted_per_program_for_one_several_or_no_program(
+    populated_db: Path, tmp_path: Path
+):
+    """One program takes the quick lookups, several the grouped scan; both agree with
+    counting by hand, with and without a moment to stop at."""
+    with Engine.open(tmp_path / "empty.db", create=True) as engine:
+        assert engine.store.program_counts() == []
+    several = tmp_path / "several.db"
+    several.write_bytes(populated_db.read_bytes())
+    with Engine.open(several) as engine:
+        for person_id in ("zoe", "yan"):
+            join = Join(person_id=person_id, name=person_id.title(), role="mentee",
+                        email=f"{person_id}@example.org", at="2025-01-07T09:00:00Z")  # fmt: skip
+            engine.execute("spring", join, actor=ACTOR)
+    for path in (populated_db, several):
+        with Engine.open(path) as engine:
+            for until in (None, "2025-02-11T23:59:59Z"):
+                counted = sorted(engine.store.program_counts(occurred_until=until))
+                assert counted == _counts_by_hand(path, until)
