@@ -134,8 +134,8 @@ def replay_check(engine: Engine, progress: Progress = None) -> list[str]:
             scratch_conn.execute("PRAGMA synchronous = OFF")
             db.migrate(scratch_conn)
             # The scratch folds most of the log straight from the live file in SQL.
-            scratch_conn.execute("ATTACH DATABASE ? AS live", (str(engine.path),))
-            engine.conn.execute("ATTACH DATABASE ? AS replayed", (scratch,))
+            scratch_conn.execute("ATTACH DATABASE ? AS live", (db.file_name(engine.path),))
+            engine.conn.execute("ATTACH DATABASE ? AS replayed", (db.file_name(scratch),))
             try:
                 # One read transaction: the log that is replayed and the live tables it is
                 # compared with are the same moment, even while others keep appending.
@@ -254,7 +254,9 @@ def snapshot(
 def _known_head(path: Path, known_at: str | None) -> int:
     """The last position recorded by ``known_at`` (the whole log for None): the event
     before the first one recorded later. Reads with its own connection, in one snapshot."""
-    conn = sqlite3.connect(path, timeout=db.BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+    conn = sqlite3.connect(
+        db.file_name(path), timeout=db.BUSY_TIMEOUT_MS / 1000, isolation_level=None
+    )
     try:
         conn.execute("BEGIN")
         head = conn.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
@@ -372,7 +374,7 @@ def _copy_log(target: sqlite3.Connection, source: Path, head: int) -> None:
     """Copy the log up to ``head`` and the keys (of people not forgotten by now) into
     ``target``: the copy reads names and comments like the live file does, so it is
     personal data until it is deleted."""
-    target.execute("ATTACH DATABASE ? AS source", (str(source),))
+    target.execute("ATTACH DATABASE ? AS source", (db.file_name(source),))
     target.execute("BEGIN")
     target.execute(
         "INSERT INTO main.events SELECT * FROM source.events WHERE position <= ?", (head,)

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from rmcore import db
 from rmcore.commands import DomainError
 from rmcore.engine import Engine
 
@@ -26,7 +27,7 @@ def backup(
     if out.exists():
         raise DomainError(f"{out} already exists; back up to a new file")
     os.close(os.open(out, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    target = sqlite3.connect(out)
+    target = sqlite3.connect(db.file_name(out))
     try:
         engine.conn.backup(
             target,

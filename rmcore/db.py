@@ -34,6 +34,12 @@ class DatabaseError(Exception):
 MIN_SQLITE = (3, 38, 0)  # the read models use the JSON operators -> and ->>
 
 
+def file_name(path: str | os.PathLike) -> str:
+    """``path`` as SQLite should be given it: absolute, so that a relative name such as
+    ``file:x.db`` is never read as a URI (Python's SQLite is often built to read them)."""
+    return str(path) if str(path) == ":memory:" else os.path.abspath(path)
+
+
 def connect(path: str | os.PathLike, *, create: bool = False) -> sqlite3.Connection:
     """Open (or, with ``create``, create) the database with WAL and full sync."""
     if sqlite3.sqlite_version_info < MIN_SQLITE:
@@ -59,7 +65,9 @@ def connect(path: str | os.PathLike, *, create: bool = False) -> sqlite3.Connect
         elif is_dir:
             raise DatabaseError(f"{path} is a folder, not a database file")
     try:
-        conn = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        conn = sqlite3.connect(
+            file_name(path), isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
+        )
     except sqlite3.Error as exc:
         raise open_error(path, exc) from exc
     try:

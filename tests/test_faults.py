@@ -131,6 +131,30 @@ def test_a_missing_database_is_named_and_not_created(tmp_path: Path, command: st
     assert folder_listing(tmp_path) == set()
 
 
+def test_database_names_that_look_like_uris_are_plain_file_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """``file:program.db`` in the working folder is that file, for the database itself,
+    the scratch of ``replay --check``, a point-in-time copy and a backup; nothing else
+    appears beside them."""
+    monkeypatch.chdir(tmp_path)
+    live = Path("file:program.db")
+    cli_ok(live, "init")
+    cli_ok(live, "join", "ada", "--name", "Ada", "--email", "ada@example.org",
+           "--role", "mentor", "--capacity", "1")  # fmt: skip
+    cli_ok(live, "replay", "--check")
+    cli_ok(live, "replay", "--known-at", "2100-01-01T00:00:00", "--out", "file:then.db")
+    cli_ok(live, "backup", "--out", "file:kept.db")
+    for copy in ("file:then.db", "file:kept.db"):
+        result = CliRunner().invoke(cli, ["--db", copy, "people", "--format", "csv"])
+        assert result.exit_code == 0 and "ada," in result.output, result.output
+    assert {p.name for p in tmp_path.iterdir() if not p.name.endswith(("-wal", "-shm"))} == {
+        "file:program.db",
+        "file:then.db",
+        "file:kept.db",
+    }
+
+
 def test_init_in_a_folder_that_does_not_exist_is_refused_with_a_message(tmp_path: Path):
     """No traceback and no folder created on the way."""
     ran = run_rmcore(tmp_path / "no" / "such" / "folder.db", "init")
