@@ -111,7 +111,7 @@ def event_count(engine: Engine) -> int:
 def replay(engine: Engine, progress: Progress = None) -> int:
     """Rebuild the live read models from the whole log, in one transaction."""
     until = engine.snapshot.occurred_until if engine.snapshot else None
-    with engine.store.transaction():
+    with db.temporary_storage_in_memory(engine.conn), engine.store.transaction():
         return rebuild(
             engine.store,
             engine.projector,
@@ -123,7 +123,7 @@ def replay(engine: Engine, progress: Progress = None) -> int:
 
 def replay_check(engine: Engine, progress: Progress = None) -> list[str]:
     """Rebuild into a scratch database and list every difference from the live read models."""
-    if engine.path is None:
+    if engine.path is None or str(engine.path) == ":memory:":
         raise DomainError("a replay check needs the database file to read the log from")
     handle, scratch = tempfile.mkstemp(prefix="rmcore-replay-", suffix=".db")
     os.close(handle)
@@ -132,6 +132,7 @@ def replay_check(engine: Engine, progress: Progress = None) -> list[str]:
         scratch_conn = db.connect(scratch, create=True)
         try:
             scratch_conn.execute("PRAGMA synchronous = OFF")
+            scratch_conn.execute("PRAGMA temp_store = MEMORY")  # see temporary_storage_in_memory
             db.migrate(scratch_conn)
             # The scratch folds most of the log straight from the live file in SQL.
             scratch_conn.execute("ATTACH DATABASE ? AS live", (db.file_name(engine.path),))

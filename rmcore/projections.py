@@ -203,18 +203,29 @@ def _subject_key(type_name: str, data: str) -> str:
     return f"{subject}:{match.group(1)}"
 
 
-def _field_opener(keyring: Keyring) -> Callable[[str, str, str, str], Any]:
+class FieldOpener:
     """The SQL function ``rmcore_opened(type, field, program, data)`` of a bulk fold: one
-    personal field opened exactly as :func:`_opened_values` opens it (None if not sealed)."""
-    open_value = keyring.open_value
+    personal field opened exactly as :func:`_opened_values` opens it (None if not sealed).
 
-    def opened(type_name: str, field: str, program: str, data: str) -> Any:
-        sealed = _SEALED[field].search(data)
-        if sealed is None:
-            return None
-        return open_value(program, _subject_key(type_name, data), field, sealed.group(1))
+    SQLite reports any exception raised inside a function as "user-defined function
+    raised exception"; the opener keeps it in ``failure`` so the fold can raise it as it
+    was (a Ctrl-C, a database error while loading a key).
+    """
 
-    return opened
+    def __init__(self, keyring: Keyring) -> None:
+        self.open_value = keyring.open_value
+        self.failure: BaseException | None = None
+
+    def __call__(self, type_name: str, field: str, program: str, data: str) -> Any:
+        try:
+            sealed = _SEALED[field].search(data)
+            if sealed is None:
+                return None
+            subject = _subject_key(type_name, data)
+            return self.open_value(program, subject, field, sealed.group(1))
+        except BaseException as exc:
+            self.failure = exc
+            raise
 
 
 def _profile_update_sql() -> str:
@@ -362,8 +373,12 @@ FOLDED_IN_BULK = ("session_held", "feedback_given")
 # Positions per bulk statement: a progress step, and the most one statement inserts.
 BULK_SPAN = 50_000
 
-# The temporary table of personal fields opened ahead of the bulk inserts.
+# The temporary table of personal fields opened ahead of the bulk inserts, the most
+# characters one span hands over through it, and the page cache that keeps it in memory
+# (KiB; well above what that many characters take as table pages).
 OPENED_AHEAD = "rmcore_opened_ahead"
+AHEAD_CHARS = 8_000_000
+AHEAD_CACHE_KIB = 64 * 1024
 
 PROGRAMS_UPSERT = (
     "INSERT INTO programs (program, first_position, last_position, events, started_at)"
@@ -394,6 +409,10 @@ def bulk_statements(type_name: str, log: str = "main") -> list[str]:
         head, values = sql.split(" VALUES (", 1)
         if not head.startswith("INSERT INTO ") or not values.endswith(")"):
             raise ValueError(f"{type_name}: only single-row inserts fold in bulk")
+        # OR FAIL: a failing statement need not be undone on its own (the whole rebuild
+        # is), so SQLite keeps no statement journal, which would spill opened comments
+        # into a temporary file on disk.
+        head = "INSERT OR FAIL INTO " + head[len("INSERT INTO ") :]
         picked = re.sub(r"\?([1-9])\b", lambda m: columns[m.group(1)], values[:-1])
         statements.append(
             f"{head} SELECT {picked} FROM {log}.events AS logged WHERE position > :after"
@@ -409,12 +428,14 @@ class OpenedAhead:
 
     Opening values is Python work and inserting rows is SQLite's, which runs without the
     interpreter lock, so the two overlap on two cores. The helper reads the log through
-    its own read-only connection to ``path`` (a WAL file holding the same log: the row
-    at a position never changes) and opens only with keys already in memory, never
-    touching the folding connection. What it cannot open, or cannot see (events not
-    committed yet), the inserts open themselves through ``rmcore_opened``, so the result
-    is the same either way. Values are handed over through the temporary table
-    :data:`OPENED_AHEAD`, one span at a time, filled while the helper is idle.
+    its own read-only connection to ``path`` (a WAL file holding the same log up to
+    ``last``: the row at a position never changes) and opens only with keys already in
+    memory, never touching the folding connection. What it cannot open, or cannot see
+    (events not committed yet), the inserts open themselves through ``rmcore_opened``, so
+    the result is the same either way. Values are handed over through the temporary
+    table :data:`OPENED_AHEAD`, one span at a time, filled while the helper is idle; a
+    span hands over at most :data:`AHEAD_CHARS` characters, so the table stays in the
+    page cache and never reaches a temporary file.
     """
 
     def __init__(
@@ -424,6 +445,7 @@ class OpenedAhead:
         keyring: Keyring,
         schemas: dict[str, int],
         occurred_until: str | None,
+        last: int,
     ) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -436,6 +458,7 @@ class OpenedAhead:
             if type_name in PERSONAL_FIELDS and type_name in schemas
         ]
         self.occurred_until = occurred_until
+        self.last = last
         self.ready = 0  # the table holds the values of the span that ends here
         self.pending: tuple[int, Future] | None = None
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="rmcore-open-ahead")
@@ -445,10 +468,9 @@ class OpenedAhead:
         """Set the helper to the first span."""
         self.pending = (0, self.pool.submit(self._open, 0))
 
-    def prepare(self, upto: int, head: int) -> None:
+    def prepare(self, upto: int) -> None:
         """Put the values of the span holding ``upto`` in the table (a span starts at a
-        multiple of :data:`BULK_SPAN`), and set the helper to the next one (up to
-        ``head``)."""
+        multiple of :data:`BULK_SPAN`), and set the helper to the next one."""
         if upto <= self.ready:
             return
         while self.ready < upto:
@@ -464,7 +486,7 @@ class OpenedAhead:
                 " FROM json_each(?)",
                 (field, by_position),
             )
-        if self.ready < head:
+        if self.ready < self.last:
             self.pending = (self.ready, self.pool.submit(self._open, self.ready))
 
     def _open(self, after: int) -> list[tuple[str, str]]:
@@ -476,23 +498,28 @@ class OpenedAhead:
             if self.reader.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 return []  # a reader there could hold up the writer: leave it to the inserts
             opened: dict[str, dict[int, str]] = {}
+            budget = AHEAD_CHARS
             for type_name, schema, fields in self.kinds:
                 sealed_any = " OR ".join(f'instr(data, \'"{f}":"{PREFIX}\')' for f in fields)
                 rows = self.reader.execute(
                     "SELECT position, program, data FROM events WHERE position > ?1"
                     " AND position <= ?2 AND type = ?3 AND schema = ?4"
                     f" AND (?5 IS NULL OR occurred_at <= ?5) AND ({sealed_any})",
-                    (after, after + BULK_SPAN, type_name, schema, self.occurred_until),
-                ).fetchall()
+                    (after, min(after + BULK_SPAN, self.last), type_name, schema,
+                     self.occurred_until),
+                )  # fmt: skip
                 for position, program, data in rows:
                     for field in fields:
                         sealed = _SEALED[field].search(data)
-                        if sealed is not None:
-                            value = self.keyring.open_if_loaded(
-                                program, _subject_key(type_name, data), field, sealed.group(1)
-                            )
-                            if value is not None and "\x00" not in value:
-                                opened.setdefault(field, {})[position] = value
+                        if sealed is None:
+                            continue
+                        subject = _subject_key(type_name, data)
+                        value = self.keyring.open_if_loaded(program, subject, field, sealed[1])
+                        if value is not None and "\x00" not in value:
+                            opened.setdefault(field, {})[position] = value
+                            budget -= len(value)
+                    if budget < 0:
+                        break  # the inserts open the rest of the span
             return [
                 (field, json.dumps(by_position, ensure_ascii=False))
                 for field, by_position in opened.items()
@@ -596,8 +623,10 @@ class Projector:
         """Drop the read models' secondary indexes until :meth:`build_deferred_indexes`.
 
         Building an index once over a full table is several times cheaper than keeping it
-        up to date row by row; only a fold from empty should use this.
+        up to date row by row; only a fold from empty should use this. What an earlier
+        fold that failed had dropped came back with its rollback, so it is forgotten here.
         """
+        self.deferred_indexes = []
         for ddl in INDEXES:
             name = ddl.split()[2]
             if self.conn.execute(
@@ -738,18 +767,22 @@ def rebuild(
     built once at the end, and the keys loaded in one query at the start.
     """
     conn = projector.conn
+    opener = FieldOpener(projector.keyring)
+    temp_cache = conn.execute("PRAGMA temp.cache_size").fetchone()[0]
     ahead = None
     try:
         projector.keyring.preload()
-        conn.create_function("rmcore_opened", 4, _field_opener(projector.keyring))
+        conn.create_function("rmcore_opened", 4, opener)
+        conn.execute(f"PRAGMA temp.cache_size = -{AHEAD_CACHE_KIB}")
         conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {OPENED_AHEAD} (position INTEGER NOT NULL,"
             " field TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (position, field))"
             " WITHOUT ROWID"
         )
         if log_file is not None:
+            newest = source.head()[0]  # no later position is folded
             ahead = OpenedAhead(
-                conn, log_file, projector.keyring, projector.schemas, occurred_until
+                conn, log_file, projector.keyring, projector.schemas, occurred_until, newest
             )
             ahead.start()  # the first span opens while the tables are emptied
         projector.clear()
@@ -771,14 +804,17 @@ def rebuild(
                 # within one span of BULK_SPAN positions, the one whose values are ahead
                 end = min(upto, (inserted // BULK_SPAN + 1) * BULK_SPAN)
                 if ahead is not None:
-                    ahead.prepare(end, head)
-                span = {"after": inserted, "upto": end}
+                    ahead.prepare(end)
+                span = {"after": inserted, "upto": end, "until": occurred_until}
                 rows = 0
                 for sql, schema in bulk:
-                    rows += conn.execute(
-                        sql, {**span, "schema": schema, "until": occurred_until}
-                    ).rowcount
-                inserted = span["upto"]
+                    try:
+                        rows += conn.execute(sql, {**span, "schema": schema}).rowcount
+                    except sqlite3.OperationalError:
+                        if opener.failure is not None:
+                            raise opener.failure from None
+                        raise
+                inserted = end
                 if progress and rows:
                     progress(rows)
 
@@ -804,9 +840,13 @@ def rebuild(
     finally:
         if ahead is not None:
             ahead.close()
-        with contextlib.suppress(sqlite3.Error):  # never hide why the fold stopped
+        # Put the connection back as it was, without hiding why the fold stopped.
+        with contextlib.suppress(sqlite3.Error):
             conn.execute(f"DROP TABLE IF EXISTS temp.{OPENED_AHEAD}")
-        conn.create_function("rmcore_opened", 4, None)
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute(f"PRAGMA temp.cache_size = {int(temp_cache)}")
+        with contextlib.suppress(sqlite3.Error):
+            conn.create_function("rmcore_opened", 4, None)
     conn.executemany(PROGRAMS_UPSERT, programs)
     projector.move_checkpoint(head)
     projector.build_deferred_indexes()

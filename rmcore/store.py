@@ -618,8 +618,11 @@ class SQLiteEventStore:
             f" WHERE {where} ORDER BY position",
             params,
         )
-        while rows := cursor.fetchmany(batch):
-            yield rows
+        try:
+            while rows := cursor.fetchmany(batch):
+                yield rows
+        finally:  # also when the fold stops early: the connection has no statement left
+            cursor.close()
 
     def program_counts(self, *, occurred_until: str | None = None) -> list[tuple]:
         """``(program, first position, last position, events, first event's occurred_at)``
