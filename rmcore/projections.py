@@ -374,8 +374,8 @@ FOLDED_IN_BULK = ("session_held", "feedback_given")
 BULK_SPAN = 50_000
 
 # The temporary table of personal fields opened ahead of the bulk inserts, the most
-# characters one span hands over through it, and the page cache that keeps it in memory
-# (KiB; well above what that many characters take as table pages).
+# characters one span hands over through it, and the page cache for temporary tables
+# during a rebuild (KiB; well above what that many characters take as table pages).
 OPENED_AHEAD = "rmcore_opened_ahead"
 AHEAD_CHARS = 8_000_000
 AHEAD_CACHE_KIB = 64 * 1024
@@ -409,10 +409,6 @@ def bulk_statements(type_name: str, log: str = "main") -> list[str]:
         head, values = sql.split(" VALUES (", 1)
         if not head.startswith("INSERT INTO ") or not values.endswith(")"):
             raise ValueError(f"{type_name}: only single-row inserts fold in bulk")
-        # OR FAIL: a failing statement need not be undone on its own (the whole rebuild
-        # is), so SQLite keeps no statement journal, which would spill opened comments
-        # into a temporary file on disk.
-        head = "INSERT OR FAIL INTO " + head[len("INSERT INTO ") :]
         picked = re.sub(r"\?([1-9])\b", lambda m: columns[m.group(1)], values[:-1])
         statements.append(
             f"{head} SELECT {picked} FROM {log}.events AS logged WHERE position > :after"
@@ -434,8 +430,9 @@ class OpenedAhead:
     (events not committed yet), the inserts open themselves through ``rmcore_opened``, so
     the result is the same either way. Values are handed over through the temporary
     table :data:`OPENED_AHEAD`, one span at a time, filled while the helper is idle; a
-    span hands over at most :data:`AHEAD_CHARS` characters, so the table stays in the
-    page cache and never reaches a temporary file.
+    span hands over at most :data:`AHEAD_CHARS` characters, which bounds the memory it
+    takes and keeps the table in the page cache even where temporary storage is a file
+    (see :func:`rmcore.db.temporary_storage_in_memory`).
     """
 
     def __init__(
