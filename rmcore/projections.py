@@ -380,6 +380,9 @@ OPENED_AHEAD = "rmcore_opened_ahead"
 AHEAD_CHARS = 8_000_000
 AHEAD_CACHE_KIB = 64 * 1024
 
+# The page cache of the folding connection during a rebuild (KiB).
+REBUILD_CACHE_KIB = 16 * 1024
+
 PROGRAMS_UPSERT = (
     "INSERT INTO programs (program, first_position, last_position, events, started_at)"
     " VALUES (?,?,?,?,?) ON CONFLICT (program) DO UPDATE SET"
@@ -765,12 +768,18 @@ def rebuild(
     """
     conn = projector.conn
     opener = FieldOpener(projector.keyring)
-    temp_cache = conn.execute("PRAGMA temp.cache_size").fetchone()[0]
+    caches = {
+        schema: conn.execute(f"PRAGMA {schema}.cache_size").fetchone()[0]
+        for schema in ("main", "temp")
+    }
     ahead = None
     try:
         projector.keyring.preload()
         conn.create_function("rmcore_opened", 4, opener)
         conn.execute(f"PRAGMA temp.cache_size = -{AHEAD_CACHE_KIB}")
+        # Appending in position order needs few pages at hand, and with temporary
+        # storage in memory the index sort at the end adds its runs to the page cache.
+        conn.execute(f"PRAGMA main.cache_size = -{REBUILD_CACHE_KIB}")
         conn.execute(
             f"CREATE TEMP TABLE IF NOT EXISTS {OPENED_AHEAD} (position INTEGER NOT NULL,"
             " field TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (position, field))"
@@ -834,19 +843,20 @@ def rebuild(
             insert_bulk(rows[-1][0])
             fold(rows[start:])
         insert_bulk(head)
+        conn.executemany(PROGRAMS_UPSERT, programs)
+        projector.move_checkpoint(head)
+        projector.build_deferred_indexes()
     finally:
         if ahead is not None:
             ahead.close()
         # Put the connection back as it was, without hiding why the fold stopped.
         with contextlib.suppress(sqlite3.Error):
             conn.execute(f"DROP TABLE IF EXISTS temp.{OPENED_AHEAD}")
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute(f"PRAGMA temp.cache_size = {int(temp_cache)}")
+        for schema, size in caches.items():
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute(f"PRAGMA {schema}.cache_size = {int(size)}")
         with contextlib.suppress(sqlite3.Error):
             conn.create_function("rmcore_opened", 4, None)
-    conn.executemany(PROGRAMS_UPSERT, programs)
-    projector.move_checkpoint(head)
-    projector.build_deferred_indexes()
     return sum(events for _, _, _, events, _ in programs)
 
 
