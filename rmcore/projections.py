@@ -203,6 +203,19 @@ def _subject_key(type_name: str, data: str) -> str:
     return f"{subject}:{match.group(1)}"
 
 
+def _sealed_field(type_name: str, field: str, data: str) -> tuple[str, str] | None:
+    """``(subject, sealed text)`` of one personal field of a payload, as
+    :func:`_opened_values` finds it; None when that field is not sealed there."""
+    sealed = _SEALED[field].search(data)
+    return None if sealed is None else (_subject_key(type_name, data), sealed[1])
+
+
+def _holds_sealed(field: str) -> str:
+    """SQL that is true for a payload whose text may hold a sealed value of ``field``
+    (every payload :func:`_sealed_field` finds one in, and few others)."""
+    return f'instr(data, \'"{field}":"{PREFIX}\')'
+
+
 class FieldOpener:
     """The SQL function ``rmcore_opened(type, field, program, data)`` of a bulk fold: one
     personal field opened exactly as :func:`_opened_values` opens it (None if not sealed).
@@ -218,11 +231,8 @@ class FieldOpener:
 
     def __call__(self, type_name: str, field: str, program: str, data: str) -> Any:
         try:
-            sealed = _SEALED[field].search(data)
-            if sealed is None:
-                return None
-            subject = _subject_key(type_name, data)
-            return self.open_value(program, subject, field, sealed.group(1))
+            found = _sealed_field(type_name, field, data)
+            return None if found is None else self.open_value(program, found[0], field, found[1])
         except BaseException as exc:
             self.failure = exc
             raise
@@ -404,7 +414,7 @@ def bulk_statements(type_name: str, log: str = "main") -> list[str]:
         columns[str(5 + index)] = (
             f"coalesce((SELECT value FROM temp.{OPENED_AHEAD} AS ahead WHERE"
             f" ahead.position = logged.position AND ahead.field = '{field}'),"
-            f' CASE WHEN instr(data, \'"{field}":"{PREFIX}\') THEN'
+            f" CASE WHEN {_holds_sealed(field)} THEN"
             f" rmcore_opened('{type_name}', '{field}', program, data) END)"
         )
     statements = []
@@ -500,7 +510,7 @@ class OpenedAhead:
             opened: dict[str, dict[int, str]] = {}
             budget = AHEAD_CHARS
             for type_name, schema, fields in self.kinds:
-                sealed_any = " OR ".join(f'instr(data, \'"{f}":"{PREFIX}\')' for f in fields)
+                sealed_any = " OR ".join(_holds_sealed(field) for field in fields)
                 rows = self.reader.execute(
                     "SELECT position, program, data FROM events WHERE position > ?1"
                     " AND position <= ?2 AND type = ?3 AND schema = ?4"
@@ -510,11 +520,10 @@ class OpenedAhead:
                 )  # fmt: skip
                 for position, program, data in rows:
                     for field in fields:
-                        sealed = _SEALED[field].search(data)
-                        if sealed is None:
+                        found = _sealed_field(type_name, field, data)
+                        if found is None:
                             continue
-                        subject = _subject_key(type_name, data)
-                        value = self.keyring.open_if_loaded(program, subject, field, sealed[1])
+                        value = self.keyring.open_if_loaded(program, found[0], field, found[1])
                         if value is not None and "\x00" not in value:
                             opened.setdefault(field, {})[position] = value
                             budget -= len(value)
@@ -764,7 +773,10 @@ def rebuild(
     The types in :data:`FOLDED_IN_BULK` go from the log to their tables in SQL, a range of
     positions at a time, always before a barrier that reads those tables; the others are
     folded in log order as the incremental path folds them. The secondary indexes are
-    built once at the end, and the keys loaded in one query at the start.
+    built once at the end, and the keys loaded in one query at the start. Callers keep
+    the connection's temporary storage in memory around their transaction
+    (:func:`rmcore.db.temporary_storage_in_memory`): the bulk statements' journals hold
+    opened values.
     """
     conn = projector.conn
     opener = FieldOpener(projector.keyring)
