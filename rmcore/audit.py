@@ -318,7 +318,7 @@ def _keep_only_the_log(target: sqlite3.Connection) -> None:
     # table with secure_delete zeroes its pages, and the kept keys are written anew
     # (by way of temporary tables held in memory, never in a temporary file).
     target.execute("PRAGMA secure_delete = ON")
-    target.execute("PRAGMA temp_store = MEMORY")
+    target.execute("PRAGMA temp_store = MEMORY")  # also set by _unjournaled; said again here
     target.execute("BEGIN")
     for name, _ in triggers:
         target.execute(f"DROP TRIGGER main.{_quoted(name)}")
@@ -405,9 +405,11 @@ def _remove_database(path: Path) -> None:
 
 
 def _unjournaled(conn: sqlite3.Connection) -> None:
-    """No journal and no syncing: for a file that is deleted if it is not completed."""
+    """No journal and no syncing: for a file that is deleted if it is not completed.
+    Temporary storage in memory, as for every rebuild: the copy holds opened values."""
     conn.execute("PRAGMA journal_mode = OFF")
     conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("PRAGMA temp_store = MEMORY")
 
 
 def _publish(building: Path, out: Path) -> None:

@@ -127,6 +127,7 @@ class Engine:
         self.keyring = Keyring(conn)
         self.store.on_rollback.append(self.keyring.drop_cache)
         self.projector = Projector(conn, self.registry, self.keyring)
+        self.store.on_rollback.append(self.projector.forget_deferred_indexes)
         self.snapshot = queries.snapshot_of(conn)
 
     @classmethod

@@ -383,12 +383,10 @@ FOLDED_IN_BULK = ("session_held", "feedback_given")
 # Positions per bulk statement: a progress step, and the most one statement inserts.
 BULK_SPAN = 50_000
 
-# The temporary table of personal fields opened ahead of the bulk inserts, the most
-# characters one span hands over through it, and the page cache for temporary tables
-# during a rebuild (KiB; well above what that many characters take as table pages).
+# The temporary table of personal fields opened ahead of the bulk inserts, and the most
+# characters one span hands over through it.
 OPENED_AHEAD = "rmcore_opened_ahead"
 AHEAD_CHARS = 8_000_000
-AHEAD_CACHE_KIB = 64 * 1024
 
 # The page cache of the folding connection during a rebuild (KiB).
 REBUILD_CACHE_KIB = 16 * 1024
@@ -443,9 +441,9 @@ class OpenedAhead:
     (events not committed yet), the inserts open themselves through ``rmcore_opened``, so
     the result is the same either way. Values are handed over through the temporary
     table :data:`OPENED_AHEAD`, one span at a time, filled while the helper is idle; a
-    span hands over at most :data:`AHEAD_CHARS` characters, which bounds the memory it
-    takes and keeps the table in the page cache even where temporary storage is a file
-    (see :func:`rmcore.db.temporary_storage_in_memory`).
+    span hands over at most :data:`AHEAD_CHARS` characters, which bounds the memory the
+    table takes (it is kept in memory with the rest of the rebuild's temporary storage,
+    see :func:`rmcore.db.temporary_storage_in_memory`).
     """
 
     def __init__(
@@ -632,10 +630,9 @@ class Projector:
         """Drop the read models' secondary indexes until :meth:`build_deferred_indexes`.
 
         Building an index once over a full table is several times cheaper than keeping it
-        up to date row by row; only a fold from empty should use this. What an earlier
-        fold that failed had dropped came back with its rollback, so it is forgotten here.
+        up to date row by row; only a fold from empty should use this.
         """
-        self.deferred_indexes = []
+        self.deferred_indexes.clear()
         for ddl in INDEXES:
             name = ddl.split()[2]
             if self.conn.execute(
@@ -643,6 +640,10 @@ class Projector:
             ).fetchone():
                 self.conn.execute(f"DROP INDEX {name}")
                 self.deferred_indexes.append(ddl)
+
+    def forget_deferred_indexes(self) -> None:
+        """After a rollback: the indexes a failed rebuild dropped are back in the file."""
+        self.deferred_indexes.clear()
 
     def build_deferred_indexes(self) -> None:
         """Create the indexes :meth:`defer_indexes` dropped."""
@@ -780,15 +781,11 @@ def rebuild(
     """
     conn = projector.conn
     opener = FieldOpener(projector.keyring)
-    caches = {
-        schema: conn.execute(f"PRAGMA {schema}.cache_size").fetchone()[0]
-        for schema in ("main", "temp")
-    }
+    cache = conn.execute("PRAGMA main.cache_size").fetchone()[0]
     ahead = None
     try:
         projector.keyring.preload()
         conn.create_function("rmcore_opened", 4, opener)
-        conn.execute(f"PRAGMA temp.cache_size = -{AHEAD_CACHE_KIB}")
         # Appending in position order needs few pages at hand, and with temporary
         # storage in memory the index sort at the end adds its runs to the page cache.
         conn.execute(f"PRAGMA main.cache_size = -{REBUILD_CACHE_KIB}")
@@ -864,9 +861,8 @@ def rebuild(
         # Put the connection back as it was, without hiding why the fold stopped.
         with contextlib.suppress(sqlite3.Error):
             conn.execute(f"DROP TABLE IF EXISTS temp.{OPENED_AHEAD}")
-        for schema, size in caches.items():
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute(f"PRAGMA {schema}.cache_size = {int(size)}")
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute(f"PRAGMA main.cache_size = {int(cache)}")
         with contextlib.suppress(sqlite3.Error):
             conn.create_function("rmcore_opened", 4, None)
     return sum(events for _, _, _, events, _ in programs)

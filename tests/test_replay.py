@@ -491,22 +491,57 @@ def _temporary_files() -> list[str]:
     return found
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc to see open files")
-def test_a_replay_puts_no_copy_of_read_model_rows_in_a_temporary_file(populated_db: Path):
-    """Inserting thousands of opened comments in bulk keeps its statement journals and
-    the values opened ahead in memory, replay after replay."""
+@pytest.fixture
+def many_comments(populated_db: Path) -> Path:
+    """The populated program with 20,000 more sealed comments (more than SQLite keeps
+    in its default temporary page cache), then one later session."""
     with Engine.open(populated_db) as engine:
         events = []
-        for n in range(3000):
+        for n in range(20_000):
             payload = {"pair_id": "ada-grace", "by": "grace", "rating": 4,
                        "comment": f"Comment {n}, about delegation and prompts. " * 4}  # fmt: skip
             engine.keyring.seal("default", "pair:ada-grace", "feedback_given", payload)
             events.append(("pair:ada-grace", "feedback_given", 1, "2025-03-02T09:00:00Z", payload))
         _append_directly(engine, *events)
+        engine.execute(
+            "default", RecordSession(pair_id="ada-raj", minutes=30, at="2025-04-05T09:00:00Z"),
+            actor=ACTOR,
+        )  # fmt: skip
+    return populated_db
+
+
+needs_proc = pytest.mark.skipif(
+    not os.path.isdir("/proc/self/fd"), reason="needs /proc to see open files"
+)
+
+
+@needs_proc
+def test_a_replay_puts_no_copy_of_read_model_rows_in_a_temporary_file(many_comments: Path):
+    """Inserting thousands of opened comments in bulk keeps its statement journals and
+    the values opened ahead in memory, replay after replay."""
     seen: list[str] = []
-    with Engine.open(populated_db) as engine:
+    with Engine.open(many_comments) as engine:
         for _ in range(2):  # the second one reuses the pages the first one freed
             audit.replay(engine, progress=lambda _: seen.extend(_temporary_files()))
+    assert seen == []
+
+
+@needs_proc
+def test_point_in_time_copies_put_no_opened_comment_in_a_temporary_file(
+    many_comments: Path, tmp_path: Path
+):
+    """A copy of the whole log and one cut before the last recording (rows copied, then
+    folded) both fold with temporary storage in memory."""
+    seen: list[str] = []
+    with Engine.open(many_comments) as engine:
+        recorded = [row[0] for row in engine.conn.execute(
+            "SELECT recorded_at FROM events ORDER BY position DESC LIMIT 2"
+        )]  # fmt: skip
+        for name, known_at in (("whole.db", recorded[0]), ("cut.db", recorded[1])):
+            audit.snapshot(
+                engine, tmp_path / name, known_at=known_at,
+                progress=lambda _: seen.extend(_temporary_files()),
+            )  # fmt: skip
     assert seen == []
 
 
@@ -542,3 +577,22 @@ def test_an_interrupt_between_batches_stops_the_replay_as_itself(
     with Engine.open(populated_db) as engine, pytest.raises(KeyboardInterrupt):
         audit.replay(engine)
     assert snapshot(populated_db) == before
+
+
+def test_a_replay_that_failed_leaves_later_commands_on_the_engine_working(
+    populated_db: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The indexes it had dropped came back with the rollback; forgetting someone on the
+    same engine afterwards (whose fold builds dropped indexes first) does not drop or
+    build them twice."""
+    with Engine.open(populated_db) as engine:
+        with monkeypatch.context() as patched:
+
+            def interrupted(*args, **kwargs):
+                raise KeyboardInterrupt
+
+            patched.setattr(projections, "plan_fold", interrupted)
+            with pytest.raises(KeyboardInterrupt):
+                audit.replay(engine)
+        engine.execute("default", Forget(person_id="tom", at="2025-05-01T09:00:00Z"), actor=ACTOR)
+        assert audit.replay_check(engine) == []
