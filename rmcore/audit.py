@@ -316,9 +316,8 @@ def _keep_only_the_log(target: sqlite3.Connection) -> None:
     ).fetchall()
     # Deleted rows' bytes stay in a page's free space or on the free list: emptying a
     # table with secure_delete zeroes its pages, and the kept keys are written anew
-    # (by way of temporary tables held in memory, never in a temporary file).
+    # (by way of temporary tables, held in memory: see _unjournaled).
     target.execute("PRAGMA secure_delete = ON")
-    target.execute("PRAGMA temp_store = MEMORY")  # also set by _unjournaled; said again here
     target.execute("BEGIN")
     for name, _ in triggers:
         target.execute(f"DROP TRIGGER main.{_quoted(name)}")

@@ -632,7 +632,6 @@ class Projector:
         Building an index once over a full table is several times cheaper than keeping it
         up to date row by row; only a fold from empty should use this.
         """
-        self.deferred_indexes.clear()
         for ddl in INDEXES:
             name = ddl.split()[2]
             if self.conn.execute(
@@ -804,13 +803,9 @@ def rebuild(
         projector.defer_indexes()
         programs = source.program_counts(occurred_until=occurred_until)
         head = max((last for _, _, last, _, _ in programs), default=0)
-        bulk = [
-            (sql, projector.schemas[type_name])
-            for type_name in FOLDED_IN_BULK
-            if type_name in projector.schemas
-            for sql in bulk_statements(type_name, log)
-        ]
+        # (type, schema) of the kinds inserted in bulk: the scan leaves them out
         leave_out = [(t, projector.schemas[t]) for t in FOLDED_IN_BULK if t in projector.schemas]
+        bulk = [(sql, schema) for t, schema in leave_out for sql in bulk_statements(t, log)]
         inserted = 0  # the bulk types are in the tables up to this position
 
         def insert_bulk(upto: int) -> None:
