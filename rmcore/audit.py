@@ -16,6 +16,12 @@ from rmcore import db
 from rmcore.chain import check_chain
 from rmcore.commands import DomainError
 from rmcore.engine import Engine
+from rmcore.memory import (
+    MEMORY_SCHEMA,
+    attach_memory_schema,
+    has_memory_schema,
+    scratch_in_memory,
+)
 from rmcore.projections import Projector, compare, rebuild
 from rmcore.queries import Snapshot
 
@@ -111,7 +117,7 @@ def event_count(engine: Engine) -> int:
 def replay(engine: Engine, progress: Progress = None) -> int:
     """Rebuild the live read models from the whole log, in one transaction."""
     until = engine.snapshot.occurred_until if engine.snapshot else None
-    with db.temporary_storage_in_memory(engine.conn), engine.store.transaction():
+    with scratch_in_memory(engine.conn), engine.store.transaction():
         return rebuild(
             engine.store,
             engine.projector,
@@ -132,7 +138,6 @@ def replay_check(engine: Engine, progress: Progress = None) -> list[str]:
         scratch_conn = db.connect(scratch, create=True)
         try:
             scratch_conn.execute("PRAGMA synchronous = OFF")
-            scratch_conn.execute("PRAGMA temp_store = MEMORY")  # see temporary_storage_in_memory
             db.migrate(scratch_conn)
             # The scratch folds most of the log straight from the live file in SQL.
             scratch_conn.execute("ATTACH DATABASE ? AS live", (db.file_name(engine.path),))
@@ -142,17 +147,20 @@ def replay_check(engine: Engine, progress: Progress = None) -> list[str]:
                 # compared with are the same moment, even while others keep appending.
                 engine.conn.execute("BEGIN")
                 try:
-                    scratch_conn.execute("BEGIN")
-                    rebuild(
-                        engine.store,
-                        # personal fields open with the live keys
-                        Projector(scratch_conn, engine.registry, engine.keyring),
-                        progress=progress,
-                        occurred_until=engine.snapshot.occurred_until if engine.snapshot else None,
-                        log="live",
-                        log_file=engine.path,
-                    )
-                    scratch_conn.execute("COMMIT")
+                    with scratch_in_memory(scratch_conn):
+                        scratch_conn.execute("BEGIN")
+                        rebuild(
+                            engine.store,
+                            # personal fields open with the live keys
+                            Projector(scratch_conn, engine.registry, engine.keyring),
+                            progress=progress,
+                            occurred_until=(
+                                engine.snapshot.occurred_until if engine.snapshot else None
+                            ),
+                            log="live",
+                            log_file=engine.path,
+                        )
+                        scratch_conn.execute("COMMIT")
                     return compare(engine.conn, "replayed")
                 finally:
                     engine.conn.execute("ROLLBACK")
@@ -209,6 +217,7 @@ def snapshot(
         target = db.connect(building, create=True)
         try:
             _unjournaled(target)
+            attach_memory_schema(target)  # for the kept keys and the values opened ahead
             copied = None
             if not cut_first:
                 from concurrent.futures import ThreadPoolExecutor
@@ -316,14 +325,16 @@ def _keep_only_the_log(target: sqlite3.Connection) -> None:
     ).fetchall()
     # Deleted rows' bytes stay in a page's free space or on the free list: emptying a
     # table with secure_delete zeroes its pages, and the kept keys are written anew
-    # (by way of temporary tables, held in memory: see _unjournaled).
+    # (by way of tables in the memory schema, which never reach a file).
     target.execute("PRAGMA secure_delete = ON")
+    if not has_memory_schema(target):
+        attach_memory_schema(target)
     target.execute("BEGIN")
     for name, _ in triggers:
         target.execute(f"DROP TRIGGER main.{_quoted(name)}")
     _zero_free_pages(target)
     for table in _KEPT_TABLES:
-        target.execute(f"CREATE TEMP TABLE kept_{table} AS SELECT * FROM main.{table}")
+        target.execute(f"CREATE TABLE {MEMORY_SCHEMA}.kept_{table} AS SELECT * FROM main.{table}")
     for table in tables:
         if table == "snapshot":  # a copy of a copy: its own description is written later
             target.execute("DROP TABLE main.snapshot")
@@ -332,8 +343,8 @@ def _keep_only_the_log(target: sqlite3.Connection) -> None:
     for table in statistics:
         target.execute(f"DELETE FROM main.{table}")
     for table in _KEPT_TABLES:
-        target.execute(f"INSERT INTO main.{table} SELECT * FROM temp.kept_{table}")
-        target.execute(f"DROP TABLE temp.kept_{table}")
+        target.execute(f"INSERT INTO main.{table} SELECT * FROM {MEMORY_SCHEMA}.kept_{table}")
+        target.execute(f"DROP TABLE {MEMORY_SCHEMA}.kept_{table}")
     for _, sql in triggers:
         target.execute(sql)
     target.execute("COMMIT")

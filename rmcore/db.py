@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import zlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,33 +32,6 @@ class DatabaseError(Exception):
 
 
 MIN_SQLITE = (3, 38, 0)  # the read models use the JSON operators -> and ->>
-
-
-@contextmanager
-def temporary_storage_in_memory(conn: sqlite3.Connection) -> Iterator[None]:
-    """Keep the connection's temporary files in memory while the block runs.
-
-    A statement that writes many rows keeps a journal of the pages it changes, and
-    temporary tables hold data too; by default SQLite puts both in files under the
-    system's temporary folder, where copies of read-model rows (names, comments) would
-    reach the disk. Changing the setting deletes the connection's temporary tables and
-    is refused inside a transaction, so it is changed only between transactions on a
-    connection that has none.
-    """
-    previous = conn.execute("PRAGMA temp_store").fetchone()[0]
-    switch = (
-        previous != 2
-        and not conn.in_transaction
-        and conn.execute("SELECT 1 FROM temp.sqlite_master LIMIT 1").fetchone() is None
-    )
-    if switch:
-        conn.execute("PRAGMA temp_store = MEMORY")
-    try:
-        yield
-    finally:
-        if switch and not conn.in_transaction:
-            with suppress(sqlite3.Error):
-                conn.execute(f"PRAGMA temp_store = {int(previous)}")
 
 
 def file_name(path: str | os.PathLike) -> str:

@@ -24,6 +24,7 @@ from attrs import frozen
 
 from rmcore.codec import DecodeError, canonical_json
 from rmcore.events import EventRegistry
+from rmcore.memory import MEMORY_SCHEMA, has_memory_schema, sorts_in_files
 from rmcore.model import LIST_FIELDS, PROFILE_FIELDS
 from rmcore.personal import ERASED, NESTED, PERSONAL_FIELDS, PREFIX
 from rmcore.store import SQLiteEventStore, StoredEvent, connect_read_only
@@ -383,13 +384,15 @@ FOLDED_IN_BULK = ("session_held", "feedback_given")
 # Positions per bulk statement: a progress step, and the most one statement inserts.
 BULK_SPAN = 50_000
 
-# The temporary table of personal fields opened ahead of the bulk inserts, and the most
-# characters one span hands over through it.
+# The table (in the memory schema) of personal fields opened ahead of the bulk inserts,
+# and the most characters one span hands over through it.
 OPENED_AHEAD = "rmcore_opened_ahead"
 AHEAD_CHARS = 8_000_000
 
-# The page cache of the folding connection during a rebuild (KiB).
+# The page cache of the folding connection during a rebuild (KiB), and the threads
+# SQLite may add to sort the keys of the indexes built at the end.
 REBUILD_CACHE_KIB = 16 * 1024
+REBUILD_SORT_THREADS = 2
 
 PROGRAMS_UPSERT = (
     "INSERT INTO programs (program, first_position, last_position, events, started_at)"
@@ -398,23 +401,28 @@ PROGRAMS_UPSERT = (
 )
 
 
-def bulk_statements(type_name: str, log: str = "main") -> list[str]:
+def bulk_statements(type_name: str, log: str = "main", *, ahead: bool = False) -> list[str]:
     """The type's statements as ``INSERT ... SELECT`` over the rows of ``log``.events.
 
     Each takes named parameters: ``schema`` (only rows stored under it), ``after`` and
     ``upto`` (the position range) and ``until`` (an occurred-at moment, or None for
-    all). A personal field comes from the temporary table of values opened ahead
-    (:class:`OpenedAhead`), else from the SQL function ``rmcore_opened``, called only for
-    rows whose payload text holds a sealed value of that field.
+    all). A personal field comes from the table of values opened ahead
+    (:class:`OpenedAhead`) when ``ahead``, else from the SQL function ``rmcore_opened``,
+    called only for rows whose payload text holds a sealed value of that field.
     """
     columns = {"1": "position", "2": "program", "3": "occurred_at", "4": "data"}
     for index, field in enumerate(PERSONAL_FIELDS.get(type_name, ())):
-        columns[str(5 + index)] = (
-            f"coalesce((SELECT value FROM temp.{OPENED_AHEAD} AS ahead WHERE"
-            f" ahead.position = logged.position AND ahead.field = '{field}'),"
-            f" CASE WHEN {_holds_sealed(field)} THEN"
-            f" rmcore_opened('{type_name}', '{field}', program, data) END)"
+        opened = (
+            f"CASE WHEN {_holds_sealed(field)} THEN"
+            f" rmcore_opened('{type_name}', '{field}', program, data) END"
         )
+        if ahead:
+            opened = (
+                f"coalesce((SELECT value FROM {MEMORY_SCHEMA}.{OPENED_AHEAD} AS ahead"
+                f" WHERE ahead.position = logged.position AND ahead.field = '{field}'),"
+                f" {opened})"
+            )
+        columns[str(5 + index)] = opened
     statements = []
     for _, sql in STATEMENTS[type_name]:
         head, values = sql.split(" VALUES (", 1)
@@ -439,11 +447,10 @@ class OpenedAhead:
     ``last``: the row at a position never changes) and opens only with keys already in
     memory, never touching the folding connection. What it cannot open, or cannot see
     (events not committed yet), the inserts open themselves through ``rmcore_opened``, so
-    the result is the same either way. Values are handed over through the temporary
-    table :data:`OPENED_AHEAD`, one span at a time, filled while the helper is idle; a
-    span hands over at most :data:`AHEAD_CHARS` characters, which bounds the memory the
-    table takes (it is kept in memory with the rest of the rebuild's temporary storage,
-    see :func:`rmcore.db.temporary_storage_in_memory`).
+    the result is the same either way. Values are handed over through the table
+    :data:`OPENED_AHEAD` of the connection's memory schema (:mod:`rmcore.memory`), one
+    span at a time, filled while the helper is idle; a span hands over at most
+    :data:`AHEAD_CHARS` characters, which bounds the memory the table takes.
     """
 
     def __init__(
@@ -473,7 +480,12 @@ class OpenedAhead:
         self.reader: sqlite3.Connection | None = None
 
     def start(self) -> None:
-        """Set the helper to the first span."""
+        """Create the table and set the helper to the first span."""
+        self.conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {MEMORY_SCHEMA}.{OPENED_AHEAD} (position INTEGER"
+            " NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL,"
+            " PRIMARY KEY (position, field)) WITHOUT ROWID"
+        )
         self.pending = (0, self.pool.submit(self._open, 0))
 
     def prepare(self, upto: int) -> None:
@@ -487,11 +499,11 @@ class OpenedAhead:
             values = self.pending[1].result()
             self.pending = None
             self.ready += BULK_SPAN
-        self.conn.execute(f"DELETE FROM temp.{OPENED_AHEAD}")
+        self.conn.execute(f"DELETE FROM {MEMORY_SCHEMA}.{OPENED_AHEAD}")
         for field, by_position in values:  # one JSON object per field: parsed in C
             self.conn.execute(
-                f"INSERT INTO temp.{OPENED_AHEAD} SELECT CAST(key AS INTEGER), ?, value"
-                " FROM json_each(?)",
+                f"INSERT INTO {MEMORY_SCHEMA}.{OPENED_AHEAD}"
+                " SELECT CAST(key AS INTEGER), ?, value FROM json_each(?)",
                 (field, by_position),
             )
         if self.ready < self.last:
@@ -535,11 +547,13 @@ class OpenedAhead:
             return []  # the inserts open everything themselves
 
     def close(self) -> None:
-        """Stop the helper and close its connection (in its own thread)."""
+        """Stop the helper, close its connection (in its own thread) and drop the table."""
         if self.pending is not None:
             self.pending[1].cancel()
         self.pool.submit(self._close_reader).result()
         self.pool.shutdown(wait=True)
+        with contextlib.suppress(sqlite3.Error):  # never hides why a fold stopped
+            self.conn.execute(f"DROP TABLE IF EXISTS {MEMORY_SCHEMA}.{OPENED_AHEAD}")
 
     def _close_reader(self) -> None:
         if self.reader is not None:
@@ -773,10 +787,11 @@ def rebuild(
     The types in :data:`FOLDED_IN_BULK` go from the log to their tables in SQL, a range of
     positions at a time, always before a barrier that reads those tables; the others are
     folded in log order as the incremental path folds them. The secondary indexes are
-    built once at the end, and the keys loaded in one query at the start. Callers keep
-    the connection's temporary storage in memory around their transaction
-    (:func:`rmcore.db.temporary_storage_in_memory`): the bulk statements' journals hold
-    opened values.
+    built once at the end, and the keys loaded in one query at the start. The helper
+    hands its values over through the connection's memory schema. Callers keep the
+    connection's scratch data in memory around their transaction
+    (:func:`rmcore.memory.scratch_in_memory`): the bulk statements' journals hold opened
+    values, and without the memory schema the inserts open every value themselves.
     """
     conn = projector.conn
     opener = FieldOpener(projector.keyring)
@@ -785,15 +800,10 @@ def rebuild(
     try:
         projector.keyring.preload()
         conn.create_function("rmcore_opened", 4, opener)
-        # Appending in position order needs few pages at hand, and with temporary
-        # storage in memory the index sort at the end adds its runs to the page cache.
+        # Appending in position order needs few pages at hand, and the sort that builds
+        # the indexes at the end keeps runs of this size in memory.
         conn.execute(f"PRAGMA main.cache_size = -{REBUILD_CACHE_KIB}")
-        conn.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {OPENED_AHEAD} (position INTEGER NOT NULL,"
-            " field TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (position, field))"
-            " WITHOUT ROWID"
-        )
-        if log_file is not None:
+        if log_file is not None and has_memory_schema(conn):
             newest = source.head()[0]  # no later position is folded
             ahead = OpenedAhead(
                 conn, log_file, projector.keyring, projector.schemas, occurred_until, newest
@@ -805,7 +815,11 @@ def rebuild(
         head = max((last for _, _, last, _, _ in programs), default=0)
         # (type, schema) of the kinds inserted in bulk: the scan leaves them out
         leave_out = [(t, projector.schemas[t]) for t in FOLDED_IN_BULK if t in projector.schemas]
-        bulk = [(sql, schema) for t, schema in leave_out for sql in bulk_statements(t, log)]
+        bulk = [
+            (sql, schema)
+            for t, schema in leave_out
+            for sql in bulk_statements(t, log, ahead=ahead is not None)
+        ]
         inserted = 0  # the bulk types are in the tables up to this position
 
         def insert_bulk(upto: int) -> None:
@@ -849,13 +863,14 @@ def rebuild(
         insert_bulk(head)
         conn.executemany(PROGRAMS_UPSERT, programs)
         projector.move_checkpoint(head)
-        projector.build_deferred_indexes()
+        # Index keys hold ids and dates, never a personal field: they may be sorted
+        # through files, which lets SQLite sort in threads.
+        with sorts_in_files(conn, REBUILD_SORT_THREADS):
+            projector.build_deferred_indexes()
     finally:
         if ahead is not None:
             ahead.close()
         # Put the connection back as it was, without hiding why the fold stopped.
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute(f"DROP TABLE IF EXISTS temp.{OPENED_AHEAD}")
         with contextlib.suppress(sqlite3.Error):
             conn.execute(f"PRAGMA main.cache_size = {int(cache)}")
         with contextlib.suppress(sqlite3.Error):

@@ -20,11 +20,11 @@ from pathlib import Path
 
 from attrs import frozen
 
-from rmcore import db
 from rmcore.codec import DecodeError
 from rmcore.commands import DomainError
 from rmcore.delivery import mark_imported
 from rmcore.engine import Engine
+from rmcore.memory import scratch_in_memory
 from rmcore.personal import KeyFileError, import_keys
 from rmcore.projections import rebuild
 from rmcore.queries import mostly_program
@@ -135,7 +135,7 @@ def import_log(
     pending: list[StoredEvent] = []
     head_before = engine.store.head()[0]
     programs: set[str] = set()
-    with db.temporary_storage_in_memory(engine.conn), engine.store.transaction():
+    with scratch_in_memory(engine.conn), engine.store.transaction():
         engine.projector.catch_up(engine.store)
         keys_added = 0
         if keys is not None:

@@ -17,6 +17,7 @@ from rmcore.codec import canonical_json
 from rmcore.commands import Forget, GiveFeedback, Join, RecordSession
 from rmcore.engine import Engine
 from rmcore.events import Joined
+from rmcore.memory import MEMORY_SCHEMA
 from rmcore.projections import BARRIERS, FOLDED_IN_BULK, STATEMENTS, TABLES, rebuild
 from rmcore.store import NewEvent
 
@@ -403,11 +404,8 @@ def test_values_opened_ahead_are_the_values_the_inserts_would_open(tricky_feedba
                     program, f"pair:{payload['pair_id']}", "comment", payload["comment"]
                 )
         assert set(TRICKY_COMMENTS) <= set(expected.values())
+        engine.conn.execute(f"ATTACH DATABASE ':memory:' AS {MEMORY_SCHEMA}")
         engine.conn.execute("BEGIN")
-        engine.conn.execute(
-            f"CREATE TEMP TABLE {projections.OPENED_AHEAD} (position INTEGER NOT NULL,"
-            " field TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (position, field))"
-        )
         head = engine.store.head()[0]
         for loaded in (True, False):
             if not loaded:
@@ -416,10 +414,11 @@ def test_values_opened_ahead_are_the_values_the_inserts_would_open(tricky_feedba
                 engine.conn, tricky_feedback, engine.keyring, engine.projector.schemas, None, head
             )
             try:
+                ahead.start()
                 ahead.prepare(head)
                 table = dict(
                     engine.conn.execute(
-                        f"SELECT position, value FROM temp.{projections.OPENED_AHEAD}"
+                        f"SELECT position, value FROM {MEMORY_SCHEMA}.{projections.OPENED_AHEAD}"
                         " WHERE field = 'comment'"
                     ).fetchall()
                 )
