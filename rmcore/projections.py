@@ -374,12 +374,20 @@ STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-# Event types whose statements only insert rows keyed by the event's position into tables
-# that no other type's statements touch, a barrier's excepted: folded in any order they
-# give the same rows. A rebuild inserts them straight from the log, one INSERT ... SELECT
-# per range of positions, so most of a log never passes through Python; the other types
-# are folded in log order around them.
-FOLDED_IN_BULK = ("session_held", "feedback_given")
+# Event types whose statements only insert a row, never read a table: a rebuild inserts
+# them straight from the log, one INSERT ... SELECT per type and range of positions, so
+# most of a log never passes through Python. The other types are folded in log order
+# around them; those that mention a table these insert into (AFTER_BULK) are folded
+# after every bulk row before them and before every bulk row after them.
+FOLDED_IN_BULK = ("joined", "paired", "session_held", "feedback_given")
+
+_BULK_TABLES = frozenset(table for t in FOLDED_IN_BULK for table, _ in STATEMENTS[t])
+AFTER_BULK = frozenset(
+    type_name
+    for type_name, statements in STATEMENTS.items()
+    if type_name not in FOLDED_IN_BULK
+    and any(re.search(rf"\b{table}\b", sql) for _, sql in statements for table in _BULK_TABLES)
+)
 
 # Positions per bulk statement: a progress step, and the most one statement inserts.
 BULK_SPAN = 50_000
@@ -475,6 +483,9 @@ class OpenedAhead:
         self.occurred_until = occurred_until
         self.last = last
         self.ready = 0  # the table holds the values of the span that ends here
+        # the (type, schema) kinds of event in that span, None if the helper could not
+        # see all of its rows
+        self.present: frozenset[tuple[str, int]] | None = None
         self.pending: tuple[int, Future] | None = None
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="rmcore-open-ahead")
         self.reader: sqlite3.Connection | None = None
@@ -490,13 +501,14 @@ class OpenedAhead:
 
     def prepare(self, upto: int) -> None:
         """Put the values of the span holding ``upto`` in the table (a span starts at a
-        multiple of :data:`BULK_SPAN`), and set the helper to the next one."""
+        multiple of :data:`BULK_SPAN`) and its kinds of event in ``present``, and set the
+        helper to the next one."""
         if upto <= self.ready:
             return
         while self.ready < upto:
             if self.pending is None or self.pending[0] != self.ready:
                 self.pending = (self.ready, self.pool.submit(self._open, self.ready))
-            values = self.pending[1].result()
+            self.present, values = self.pending[1].result()
             self.pending = None
             self.ready += BULK_SPAN
         self.conn.execute(f"DELETE FROM {MEMORY_SCHEMA}.{OPENED_AHEAD}")
@@ -509,14 +521,26 @@ class OpenedAhead:
         if self.ready < self.last:
             self.pending = (self.ready, self.pool.submit(self._open, self.ready))
 
-    def _open(self, after: int) -> list[tuple[str, str]]:
-        """In the helper: the values it can open in ``(after, after + BULK_SPAN]``, as
+    def _open(self, after: int) -> tuple[frozenset[tuple[str, int]] | None, list[tuple[str, str]]]:
+        """In the helper, for the span ``(after, after + BULK_SPAN]``: its kinds of event
+        (None unless it sees every row of the span), and the values it can open there, as
         ``(field, JSON object of the values by position)``."""
+        upto = min(after + BULK_SPAN, self.last)
         try:
             if self.reader is None:
                 self.reader = connect_read_only(self.path)
             if self.reader.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                return []  # a reader there could hold up the writer: leave it to the inserts
+                return None, []  # a reader could hold up the writer: the inserts do it all
+            present = None
+            newest = self.reader.execute("SELECT coalesce(max(position), 0) FROM events")
+            if newest.fetchone()[0] >= upto:  # committed rows never change: all are there
+                present = frozenset(
+                    self.reader.execute(
+                        "SELECT DISTINCT type, schema FROM events WHERE position > ?1"
+                        " AND position <= ?2 AND (?3 IS NULL OR occurred_at <= ?3)",
+                        (after, upto, self.occurred_until),
+                    )
+                )
             opened: dict[str, dict[int, str]] = {}
             budget = AHEAD_CHARS
             for type_name, schema, fields in self.kinds:
@@ -525,8 +549,7 @@ class OpenedAhead:
                     "SELECT position, program, data FROM events WHERE position > ?1"
                     " AND position <= ?2 AND type = ?3 AND schema = ?4"
                     f" AND (?5 IS NULL OR occurred_at <= ?5) AND ({sealed_any})",
-                    (after, min(after + BULK_SPAN, self.last), type_name, schema,
-                     self.occurred_until),
+                    (after, upto, type_name, schema, self.occurred_until),
                 )  # fmt: skip
                 for position, program, data in rows:
                     for field in fields:
@@ -539,12 +562,12 @@ class OpenedAhead:
                             budget -= len(value)
                     if budget < 0:
                         break  # the inserts open the rest of the span
-            return [
+            return present, [
                 (field, json.dumps(by_position, ensure_ascii=False))
                 for field, by_position in opened.items()
             ]
         except (sqlite3.Error, OSError):
-            return []  # the inserts open everything themselves
+            return None, []  # the inserts do it all themselves
 
     def close(self) -> None:
         """Stop the helper, close its connection (in its own thread) and drop the table."""
@@ -785,13 +808,14 @@ def rebuild(
     (:class:`OpenedAhead`); without it the inserts open them.
 
     The types in :data:`FOLDED_IN_BULK` go from the log to their tables in SQL, a range of
-    positions at a time, always before a barrier that reads those tables; the others are
-    folded in log order as the incremental path folds them. The secondary indexes are
-    built once at the end, and the keys loaded in one query at the start. The helper
-    hands its values over through the connection's memory schema. Callers keep the
-    connection's scratch data in memory around their transaction
+    positions at a time; the others are folded in Python as the incremental path folds
+    them, those in :data:`AFTER_BULK` in their place in the log around the bulk rows. A
+    span of positions the helper finds holding none of a kind is not read for it. The
+    secondary indexes are built once at the end, and the keys loaded in one query at the
+    start. Callers keep the connection's scratch data in memory around their transaction
     (:func:`rmcore.memory.scratch_in_memory`): the bulk statements' journals hold opened
-    values, and without the memory schema the inserts open every value themselves.
+    values, and the helper hands its own over through the memory schema (without which
+    there is no helper).
     """
     conn = projector.conn
     opener = FieldOpener(projector.keyring)
@@ -815,10 +839,11 @@ def rebuild(
         head = max((last for _, _, last, _, _ in programs), default=0)
         # (type, schema) of the kinds inserted in bulk: the scan leaves them out
         leave_out = [(t, projector.schemas[t]) for t in FOLDED_IN_BULK if t in projector.schemas]
+        only_bulk = frozenset(leave_out)
         bulk = [
-            (sql, schema)
-            for t, schema in leave_out
-            for sql in bulk_statements(t, log, ahead=ahead is not None)
+            (sql, kind)
+            for kind in leave_out
+            for sql in bulk_statements(kind[0], log, ahead=ahead is not None)
         ]
         inserted = 0  # the bulk types are in the tables up to this position
 
@@ -827,13 +852,17 @@ def rebuild(
             while inserted < upto:
                 # within one span of BULK_SPAN positions, the one whose values are ahead
                 end = min(upto, (inserted // BULK_SPAN + 1) * BULK_SPAN)
+                present = None
                 if ahead is not None:
                     ahead.prepare(end)
+                    present = ahead.present
                 span = {"after": inserted, "upto": end, "until": occurred_until}
                 rows = 0
-                for sql, schema in bulk:
+                for sql, kind in bulk:
+                    if present is not None and kind not in present:
+                        continue  # the span has none: no need to read it
                     try:
-                        rows += conn.execute(sql, {**span, "schema": schema}).rowcount
+                        rows += conn.execute(sql, {**span, "schema": kind[1]}).rowcount
                     except sqlite3.OperationalError:
                         if opener.failure is not None:
                             raise opener.failure from None
@@ -849,18 +878,30 @@ def rebuild(
                 if progress:
                     progress(len(rows))
 
-        for rows in source.scan(
-            0, batch=batch, occurred_until=occurred_until, until=head, leave_out=leave_out
-        ):
-            start = 0
-            for index, row in enumerate(rows):
-                if row[2] in BARRIERS:  # it reads the tables: everything before it goes in
-                    insert_bulk(row[0])
-                    fold(rows[start : index + 1])
-                    start = index + 1
-            insert_bulk(rows[-1][0])
-            fold(rows[start:])
-        insert_bulk(head)
+        previous = 0  # the position of the last row the scan gave
+        for after in range(0, head, BULK_SPAN):
+            end = min(after + BULK_SPAN, head)
+            if ahead is not None:
+                ahead.prepare(end)
+                if ahead.present is not None and ahead.present <= only_bulk:
+                    insert_bulk(end)  # nothing in the span to fold in Python
+                    continue
+            for rows in source.scan(
+                after, batch=batch, occurred_until=occurred_until, until=end, leave_out=leave_out
+            ):
+                start, touching = 0, False  # whether rows[start:] touch the bulk tables
+                for index, row in enumerate(rows):
+                    if touching and row[0] != previous + 1:
+                        # the scan left bulk rows out between the two: those before go in,
+                        # then the rows up to here, then the rest
+                        insert_bulk(previous)
+                        fold(rows[start:index])
+                        start, touching = index, False
+                    touching = touching or row[2] in AFTER_BULK or row[2] in FOLDED_IN_BULK
+                    previous = row[0]
+                insert_bulk(previous)
+                fold(rows[start:])
+            insert_bulk(end)
         conn.executemany(PROGRAMS_UPSERT, programs)
         projector.move_checkpoint(head)
         # Index keys hold ids and dates, never a personal field: they may be sorted
