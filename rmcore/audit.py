@@ -22,7 +22,8 @@ from rmcore.memory import (
     has_memory_schema,
     scratch_in_memory,
 )
-from rmcore.projections import Projector, compare, rebuild
+from rmcore.personal import Keyring
+from rmcore.projections import OpenedAhead, Projector, compare, rebuild
 from rmcore.queries import Snapshot
 
 Progress = Callable[[int], None] | None
@@ -218,34 +219,42 @@ def snapshot(
         try:
             _unjournaled(target)
             attach_memory_schema(target)  # for the kept keys and the values opened ahead
-            copied = None
-            if not cut_first:
-                from concurrent.futures import ThreadPoolExecutor
-
-                with ThreadPoolExecutor(1) as pool:
-                    finding = pool.submit(_known_head, Path(engine.path), known_at)
-                    copied = _copy_file_pages(engine.conn, target)
-                    head = finding.result() if known_at is not None else head
-            if copied is not None and copied == head:
-                _keep_only_the_log(target)
-            else:
-                if copied is not None:
-                    _empty(target)
-                db.migrate(target)
-                _copy_log(target, Path(engine.path), head)
             info = Snapshot(
                 "as-of" if as_of else "known-at", as_of or known_at, str(engine.path), head
             )
-            copy = Engine(target, engine.pm, path=building)
-            target.execute("BEGIN")
-            # The copy's own log, as `rmcore replay` folds a live one.
-            folded = rebuild(
-                copy.store,
-                copy.projector,
-                progress=progress,
-                occurred_until=info.occurred_until,
-                log_file=engine.path,  # the same log up to the copy's head, in WAL mode
-            )
+            ahead = None
+            try:
+                copied = None
+                if not cut_first:
+                    from concurrent.futures import ThreadPoolExecutor
+
+                    with ThreadPoolExecutor(1) as pool:
+                        finding = pool.submit(_known_head, Path(engine.path), known_at)
+                        copied = _copy_file_pages(engine.conn, target)
+                        head = finding.result() if known_at is not None else head
+                if copied is not None and copied == head:
+                    ahead = _opening_ahead(engine, target, info.occurred_until, head)
+                    _keep_only_the_log(target)
+                else:
+                    if copied is not None:
+                        _empty(target)
+                    db.migrate(target)
+                    _copy_log(target, Path(engine.path), head)
+                info = attrs.evolve(info, head=head)
+                copy = Engine(target, engine.pm, path=building)
+                target.execute("BEGIN")
+                # The copy's own log, as `rmcore replay` folds a live one.
+                folded = rebuild(
+                    copy.store,
+                    copy.projector,
+                    progress=progress,
+                    occurred_until=info.occurred_until,
+                    log_file=engine.path,  # the same log up to the copy's head, in WAL mode
+                    ahead=ahead,
+                )
+            finally:
+                if ahead is not None:
+                    ahead.close()
             target.execute(
                 "CREATE TABLE snapshot (kind TEXT NOT NULL, moment TEXT NOT NULL,"
                 " source TEXT NOT NULL, head INTEGER NOT NULL)"
@@ -259,6 +268,18 @@ def snapshot(
     finally:
         _remove_database(building)
     return info, folded
+
+
+def _opening_ahead(
+    engine: Engine, target: sqlite3.Connection, occurred_until: str | None, head: int
+) -> OpenedAhead:
+    """A helper opening the first span's sealed values while a page copy is emptied, with
+    the keys the copy holds (read from it, so none that a forget has deleted since)."""
+    keys = Keyring(target)
+    keys.preload()
+    ahead = OpenedAhead(target, engine.path, keys, engine.projector.schemas, occurred_until, head)
+    ahead.start()
+    return ahead
 
 
 def _known_head(path: Path, known_at: str | None) -> int:

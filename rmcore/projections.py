@@ -489,15 +489,14 @@ class OpenedAhead:
         self.pending: tuple[int, Future] | None = None
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="rmcore-open-ahead")
         self.reader: sqlite3.Connection | None = None
+        self.table = False  # whether the table exists on ``conn``
+        self.closed = False
 
     def start(self) -> None:
-        """Create the table and set the helper to the first span."""
-        self.conn.execute(
-            f"CREATE TABLE IF NOT EXISTS {MEMORY_SCHEMA}.{OPENED_AHEAD} (position INTEGER"
-            " NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL,"
-            " PRIMARY KEY (position, field)) WITHOUT ROWID"
-        )
-        self.pending = (0, self.pool.submit(self._open, 0))
+        """Set the helper to the first span; ``conn`` is not touched until :meth:`prepare`,
+        so a copy may start it before its file is even written."""
+        if self.pending is None and self.ready == 0:
+            self.pending = (0, self.pool.submit(self._open, 0))
 
     def prepare(self, upto: int) -> None:
         """Put the values of the span holding ``upto`` in the table (a span starts at a
@@ -511,6 +510,13 @@ class OpenedAhead:
             self.present, values = self.pending[1].result()
             self.pending = None
             self.ready += BULK_SPAN
+        if not self.table:
+            self.conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {MEMORY_SCHEMA}.{OPENED_AHEAD} (position"
+                " INTEGER NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL,"
+                " PRIMARY KEY (position, field)) WITHOUT ROWID"
+            )
+            self.table = True
         self.conn.execute(f"DELETE FROM {MEMORY_SCHEMA}.{OPENED_AHEAD}")
         for field, by_position in values:  # one JSON object per field: parsed in C
             self.conn.execute(
@@ -570,13 +576,19 @@ class OpenedAhead:
             return None, []  # the inserts do it all themselves
 
     def close(self) -> None:
-        """Stop the helper, close its connection (in its own thread) and drop the table."""
+        """Stop the helper, close its connection (in its own thread) and drop the table;
+        once closed, closing again does nothing."""
+        if self.closed:
+            return
+        self.closed = True
         if self.pending is not None:
             self.pending[1].cancel()
         self.pool.submit(self._close_reader).result()
         self.pool.shutdown(wait=True)
-        with contextlib.suppress(sqlite3.Error):  # never hides why a fold stopped
-            self.conn.execute(f"DROP TABLE IF EXISTS {MEMORY_SCHEMA}.{OPENED_AHEAD}")
+        if self.table:
+            with contextlib.suppress(sqlite3.Error):  # never hides why a fold stopped
+                self.conn.execute(f"DROP TABLE IF EXISTS {MEMORY_SCHEMA}.{OPENED_AHEAD}")
+            self.table = False
 
     def _close_reader(self) -> None:
         if self.reader is not None:
@@ -796,6 +808,7 @@ def rebuild(
     occurred_until: str | None = None,
     log: str = "main",
     log_file: str | os.PathLike | None = None,
+    ahead: OpenedAhead | None = None,
 ) -> int:
     """Clear the read models behind ``projector`` and fold the whole log into them
     (with ``occurred_until``, only the events that had occurred by then).
@@ -805,7 +818,8 @@ def rebuild(
     live file must be attached to ``projector.conn`` under the name ``log``. Positions
     are bounded by what ``source`` sees, so both read the same events. ``log_file``, a
     WAL file holding the same log, lets a helper thread open sealed fields ahead
-    (:class:`OpenedAhead`); without it the inserts open them.
+    (:class:`OpenedAhead`); without it the inserts open them. ``ahead``, a helper
+    already started for this fold on ``projector.conn``, is used instead (and closed).
 
     The types in :data:`FOLDED_IN_BULK` go from the log to their tables in SQL, a range of
     positions at a time; the others are folded in Python as the incremental path folds
@@ -820,14 +834,13 @@ def rebuild(
     conn = projector.conn
     opener = FieldOpener(projector.keyring)
     cache = conn.execute("PRAGMA main.cache_size").fetchone()[0]
-    ahead = None
     try:
         projector.keyring.preload()
         conn.create_function("rmcore_opened", 4, opener)
         # Appending in position order needs few pages at hand, and the sort that builds
         # the indexes at the end keeps runs of this size in memory.
         conn.execute(f"PRAGMA main.cache_size = -{REBUILD_CACHE_KIB}")
-        if log_file is not None and has_memory_schema(conn):
+        if ahead is None and log_file is not None and has_memory_schema(conn):
             newest = source.head()[0]  # no later position is folded
             ahead = OpenedAhead(
                 conn, log_file, projector.keyring, projector.schemas, occurred_until, newest
