@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -190,6 +192,17 @@ def read_event_rows(path: str | Path) -> list[tuple]:
         return conn.execute("SELECT * FROM events ORDER BY position").fetchall()
     finally:
         conn.close()
+
+
+def temporary_files() -> list[str]:
+    """Files SQLite holds open in the system's temporary folder (they are deleted at
+    once, so only the process's open descriptors show them; needs /proc)."""
+    found = []
+    for descriptor in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            if "etilqs_" in os.readlink(f"/proc/self/fd/{descriptor}"):
+                found.append(descriptor)
+    return found
 
 
 def read_event_count(path: str | Path) -> int:

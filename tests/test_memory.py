@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import temporary_files
 
 from rmcore.memory import (
     MEMORY_SCHEMA,
@@ -21,16 +21,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 ROWS = 4_000  # 1.2 MB of text: well past the 64 KiB a statement journal keeps in memory
-
-
-def _temporary_files() -> list[str]:
-    """Files SQLite holds open in the system's temporary folder (deleted at once)."""
-    found = []
-    for descriptor in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            if "etilqs_" in os.readlink(f"/proc/self/fd/{descriptor}"):
-                found.append(descriptor)
-    return found
 
 
 @pytest.fixture
@@ -54,7 +44,7 @@ def _refill_notes(conn: sqlite3.Connection) -> list[str]:
     conn.execute("DELETE FROM notes")
     conn.execute(f"INSERT INTO notes SELECT id, upper(text) FROM source WHERE id < {ROWS // 2}")
     conn.execute(f"INSERT INTO notes SELECT id, upper(text) FROM source WHERE id >= {ROWS // 2}")
-    return _temporary_files()
+    return temporary_files()
 
 
 def test_without_scratch_in_memory_a_statement_journal_reaches_a_file(conn):

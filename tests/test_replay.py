@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -10,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import ACTOR, read_event_count
+from conftest import ACTOR, read_event_count, temporary_files
 
 from rmcore import audit, projections
 from rmcore.codec import canonical_json
@@ -575,17 +574,6 @@ def test_events_are_counted_per_program_for_one_several_or_no_program(
                 assert counted == _counts_by_hand(path, until)
 
 
-def _temporary_files() -> list[str]:
-    """Files SQLite opened in the system's temporary folder (they are deleted at once,
-    so only the process's open descriptors show them)."""
-    found = []
-    for descriptor in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):
-            if "etilqs_" in os.readlink(f"/proc/self/fd/{descriptor}"):
-                found.append(descriptor)
-    return found
-
-
 @pytest.fixture
 def many_comments(populated_db: Path) -> Path:
     """The populated program with 20,000 more sealed comments (more than SQLite keeps
@@ -617,7 +605,7 @@ def test_a_replay_puts_no_copy_of_read_model_rows_in_a_temporary_file(many_comme
     seen: list[str] = []
     with Engine.open(many_comments) as engine:
         for _ in range(2):  # the second one reuses the pages the first one freed
-            audit.replay(engine, progress=lambda _: seen.extend(_temporary_files()))
+            audit.replay(engine, progress=lambda _: seen.extend(temporary_files()))
     assert seen == []
 
 
@@ -635,7 +623,7 @@ def test_point_in_time_copies_put_no_opened_comment_in_a_temporary_file(
         for name, known_at in (("whole.db", recorded[0]), ("cut.db", recorded[1])):
             audit.snapshot(
                 engine, tmp_path / name, known_at=known_at,
-                progress=lambda _: seen.extend(_temporary_files()),
+                progress=lambda _: seen.extend(temporary_files()),
             )  # fmt: skip
     assert seen == []
 
