@@ -29,12 +29,12 @@ def scratch_in_memory(conn: sqlite3.Connection) -> Iterator[None]:
     """
     previous = conn.execute("PRAGMA temp_store").fetchone()[0]
     switch = previous != _MEMORY and not conn.in_transaction and not _has_temp_storage(conn)
-    attach = not has_memory_schema(conn)
-    if switch:
-        conn.execute(f"PRAGMA temp_store = {_MEMORY}")
-    if attach:
-        attach_memory_schema(conn)
+    attach = not has_memory_schema(conn) and not conn.in_transaction
     try:
+        if switch:
+            conn.execute(f"PRAGMA temp_store = {_MEMORY}")
+        if attach:
+            attach_memory_schema(conn)
         yield
     finally:
         if not conn.in_transaction:
@@ -63,9 +63,9 @@ def sorts_in_files(conn: sqlite3.Connection, threads: int) -> Iterator[None]:
         with suppress(sqlite3.OperationalError):  # "cannot be changed within a transaction"
             conn.execute(f"PRAGMA temp_store = {_FILES}")
             switched = True
-    if switched or previous != _MEMORY:
-        conn.execute(f"PRAGMA threads = {int(threads)}")
     try:
+        if switched or previous != _MEMORY:
+            conn.execute(f"PRAGMA threads = {int(threads)}")
         yield
     finally:
         with suppress(sqlite3.Error):

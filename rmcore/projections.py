@@ -381,13 +381,23 @@ STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
 # after every bulk row before them and before every bulk row after them.
 FOLDED_IN_BULK = ("joined", "paired", "session_held", "feedback_given")
 
-_BULK_TABLES = frozenset(table for t in FOLDED_IN_BULK for table, _ in STATEMENTS[t])
-AFTER_BULK = frozenset(
-    type_name
-    for type_name, statements in STATEMENTS.items()
-    if type_name not in FOLDED_IN_BULK
-    and any(re.search(rf"\b{table}\b", sql) for _, sql in statements for table in _BULK_TABLES)
-)
+
+def _bulk_types_touched(type_name: str) -> frozenset[str]:
+    """The bulk types whose tables the type's statements mention."""
+    return frozenset(
+        bulk
+        for bulk in FOLDED_IN_BULK
+        for table, _ in STATEMENTS[bulk]
+        if any(re.search(rf"\b{table}\b", sql) for _, sql in STATEMENTS[type_name])
+    )
+
+
+# Each other type that touches a bulk type's table, with the bulk types it touches.
+AFTER_BULK: dict[str, frozenset[str]] = {
+    type_name: touched
+    for type_name in STATEMENTS
+    if type_name not in FOLDED_IN_BULK and (touched := _bulk_types_touched(type_name))
+}
 
 # Positions per bulk statement: a progress step, and the most one statement inserts.
 BULK_SPAN = 50_000
@@ -483,9 +493,9 @@ class OpenedAhead:
         self.occurred_until = occurred_until
         self.last = last
         self.ready = 0  # the table holds the values of the span that ends here
-        # the (type, schema) kinds of event in that span, None if the helper could not
-        # see all of its rows
-        self.present: frozenset[tuple[str, int]] | None = None
+        # the (type, schema) kinds of event in that span, each with its last position
+        # there; None if the helper could not see all of the span's rows
+        self.present: dict[tuple[str, int], int] | None = None
         self.pending: tuple[int, Future] | None = None
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="rmcore-open-ahead")
         self.reader: sqlite3.Connection | None = None
@@ -527,9 +537,10 @@ class OpenedAhead:
         if self.ready < self.last:
             self.pending = (self.ready, self.pool.submit(self._open, self.ready))
 
-    def _open(self, after: int) -> tuple[frozenset[tuple[str, int]] | None, list[tuple[str, str]]]:
+    def _open(self, after: int) -> tuple[dict[tuple[str, int], int] | None, list[tuple[str, str]]]:
         """In the helper, for the span ``(after, after + BULK_SPAN]``: its kinds of event
-        (None unless it sees every row of the span), and the values it can open there, as
+        with their last positions (None unless it sees every row of the span), and the
+        values it can open there, as
         ``(field, JSON object of the values by position)``."""
         upto = min(after + BULK_SPAN, self.last)
         try:
@@ -540,13 +551,15 @@ class OpenedAhead:
             present = None
             newest = self.reader.execute("SELECT coalesce(max(position), 0) FROM events")
             if newest.fetchone()[0] >= upto:  # committed rows never change: all are there
-                present = frozenset(
-                    self.reader.execute(
-                        "SELECT DISTINCT type, schema FROM events WHERE position > ?1"
-                        " AND position <= ?2 AND (?3 IS NULL OR occurred_at <= ?3)",
+                present = {
+                    (type_name, schema): last
+                    for type_name, schema, last in self.reader.execute(
+                        "SELECT type, schema, max(position) FROM events WHERE position > ?1"
+                        " AND position <= ?2 AND (?3 IS NULL OR occurred_at <= ?3)"
+                        " GROUP BY type, schema",
                         (after, upto, self.occurred_until),
                     )
-                )
+                }
             opened: dict[str, dict[int, str]] = {}
             budget = AHEAD_CHARS
             for type_name, schema, fields in self.kinds:
@@ -850,6 +863,9 @@ def rebuild(
         projector.defer_indexes()
         programs = source.program_counts(occurred_until=occurred_until)
         head = max((last for _, _, last, _, _ in programs), default=0)
+        if ahead is not None and ahead.last < head:  # one given that stops short of the fold
+            ahead.close()
+            ahead = None
         # (type, schema) of the kinds inserted in bulk: the scan leaves them out
         leave_out = [(t, projector.schemas[t]) for t in FOLDED_IN_BULK if t in projector.schemas]
         only_bulk = frozenset(leave_out)
@@ -894,15 +910,23 @@ def rebuild(
         previous = 0  # the position of the last row the scan gave
         for after in range(0, head, BULK_SPAN):
             end = min(after + BULK_SPAN, head)
+            # the last position of each bulk type in the span, as far as is known
+            bulk_last = dict.fromkeys(FOLDED_IN_BULK, end)
             if ahead is not None:
                 ahead.prepare(end)
-                if ahead.present is not None and ahead.present <= only_bulk:
-                    insert_bulk(end)  # nothing in the span to fold in Python
-                    continue
+                if ahead.present is not None:
+                    if ahead.present.keys() <= only_bulk:
+                        insert_bulk(end)  # nothing in the span to fold in Python
+                        continue
+                    bulk_last = {}
+                    for (type_name, _), last in ahead.present.items():
+                        if type_name in FOLDED_IN_BULK:
+                            bulk_last[type_name] = max(last, bulk_last.get(type_name, 0))
             for rows in source.scan(
                 after, batch=batch, occurred_until=occurred_until, until=end, leave_out=leave_out
             ):
-                start, touching = 0, False  # whether rows[start:] touch the bulk tables
+                # whether rows[start:] touch bulk rows that come later in the span
+                start, touching = 0, False
                 for index, row in enumerate(rows):
                     if touching and row[0] != previous + 1:
                         # the scan left bulk rows out between the two: those before go in,
@@ -910,7 +934,14 @@ def rebuild(
                         insert_bulk(previous)
                         fold(rows[start:index])
                         start, touching = index, False
-                    touching = touching or row[2] in AFTER_BULK or row[2] in FOLDED_IN_BULK
+                    touching = (
+                        touching
+                        or row[2] in FOLDED_IN_BULK
+                        or any(
+                            bulk_last.get(touched, 0) > row[0]
+                            for touched in AFTER_BULK.get(row[2], ())
+                        )
+                    )
                     previous = row[0]
                 insert_bulk(previous)
                 fold(rows[start:])
