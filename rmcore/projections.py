@@ -378,7 +378,7 @@ STATEMENTS: dict[str, tuple[tuple[str, str], ...]] = {
 # them straight from the log, one INSERT ... SELECT per type and range of positions, so
 # most of a log never passes through Python. The other types are folded in log order
 # around them; those that mention a table these insert into (AFTER_BULK) are folded
-# after every bulk row before them and before every bulk row after them.
+# after the rows of those bulk types before them and before the ones after them.
 FOLDED_IN_BULK = ("joined", "paired", "session_held", "feedback_given")
 
 
@@ -540,8 +540,7 @@ class OpenedAhead:
     def _open(self, after: int) -> tuple[dict[tuple[str, int], int] | None, list[tuple[str, str]]]:
         """In the helper, for the span ``(after, after + BULK_SPAN]``: its kinds of event
         with their last positions (None unless it sees every row of the span), and the
-        values it can open there, as
-        ``(field, JSON object of the values by position)``."""
+        values it can open there, as ``(field, JSON object of the values by position)``."""
         upto = min(after + BULK_SPAN, self.last)
         try:
             if self.reader is None:
@@ -836,7 +835,7 @@ def rebuild(
 
     The types in :data:`FOLDED_IN_BULK` go from the log to their tables in SQL, a range of
     positions at a time; the others are folded in Python as the incremental path folds
-    them, those in :data:`AFTER_BULK` in their place in the log around the bulk rows. A
+    them, those in :data:`AFTER_BULK` in their place around the bulk rows they touch. A
     span of positions the helper finds holding none of a kind is not read for it. The
     secondary indexes are built once at the end, and the keys loaded in one query at the
     start. Callers keep the connection's scratch data in memory around their transaction
