@@ -55,6 +55,7 @@ from rmcore.commands import (
 from rmcore.engine import Engine, UnitOfWork
 from rmcore.events import ProfileUpdated
 from rmcore.model import LIST_FIELDS, PROFILE_FIELDS, ROLES, Person
+from rmcore.personal import PERSONAL_FIELDS
 from rmcore.queries import SqlState
 from rmcore.when import WhenError, parse_occurred
 
@@ -676,25 +677,31 @@ class _Import:
         if unit.pending:
             unit.flush()
             self.state.pending.clear()
-        seal = engine.keyring.seal_value
         joins = self.joins
         events: list[Any] = [None] * len(joins)  # in the file's order
         people = []
         # Keys and read-model rows go in by person id: their indexes take sorted inserts
         # much faster than random ones when the file is in no particular order.
         order = sorted(range(len(joins)), key=lambda i: joins[i][0])
-        engine.keyring.create_keys(program, [f"person:{joins[i][0]}" for i in order])
-        for i in order:
+        streams = [f"person:{joins[i][0]}" for i in order]
+        personal = PERSONAL_FIELDS["joined"]
+        sealed = engine.keyring.seal_new_subjects(
+            program,
+            personal,
+            [
+                (stream, tuple(map(joins[i][2].__getitem__, personal)))
+                for stream, i in zip(streams, order)
+            ],
+        )
+        for i, stream, values in zip(order, streams, sealed):
             person_id, at, profile = joins[i]
-            stream = f"person:{person_id}"
             name, email = profile["name"], profile["email"]
             lists = (
                 _json_list(profile["skills_offered"]),
                 _json_list(profile["skills_sought"]),
                 _json_list(profile["goals"]),
             )
-            profile["name"] = seal(program, stream, "name", name)
-            profile["email"] = seal(program, stream, "email", email)
+            profile.update(zip(personal, values))
             events[i] = (stream, "joined", 1, at, joined_payload(person_id, profile, lists))
             people.append((
                 program, person_id, name, email, profile["role"], profile["generation"],
@@ -707,7 +714,6 @@ class _Import:
             recorded_at=unit.recorded_at,
         )  # fmt: skip
         engine.projector.apply(stored_events, people=people)
-        engine.keyring.drop_cache()  # a cipher per new person: memory stays flat
         self.appended += len(stored_events)
 
     def leave_missing(self) -> None:

@@ -32,6 +32,7 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 KEY_CACHE = 65536  # keys kept in memory (about 10 MB at most): a replay meets every subject
 _URLSAFE = bytes.maketrans(b"-_", b"+/")
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 PERSONAL_FIELDS: dict[str, tuple[str, ...]] = {
     "joined": ("name", "email"),
@@ -123,7 +124,7 @@ class Keyring:
         key = self._key(program, subject, create=True)
         nonce = os.urandom(NONCE_BYTES)
         sealed = _aesgcm()(key).encrypt(nonce, value.encode(), _aad(program, subject, field))
-        return PREFIX + base64.urlsafe_b64encode(nonce + sealed).decode("ascii")
+        return PREFIX + _urlsafe_base64(nonce + sealed)
 
     def open_value(self, program: str, subject: str, field: str, value: Any) -> Any:
         """The plain text of a sealed value: :data:`ERASED` once its subject was erased,
@@ -159,16 +160,42 @@ class Keyring:
             if field in target:
                 target[field] = self.open_value(program, subject, field, target[field])
 
-    def create_keys(self, program: str, subjects: list[str]) -> None:
-        """New keys for subjects that have none yet, in one go (a bulk import's people)."""
-        material = os.urandom(KEY_BYTES * len(subjects))
-        keys = [material[i * KEY_BYTES : (i + 1) * KEY_BYTES] for i in range(len(subjects))]
+    def seal_new_subjects(
+        self, program: str, fields: tuple[str, ...], rows: list[tuple[str, tuple[str, ...]]]
+    ) -> list[tuple[str, ...]]:
+        """New keys for subjects that have none yet (a bulk import's people), and each row's
+        values sealed under its subject's key: ``rows`` are ``(subject, values)``, the
+        value at index ``i`` being field ``fields[i]``; the sealed values come back in the
+        same places, "" staying "".
+
+        Seals exactly as :meth:`seal_value` does, with one cipher per subject and the
+        random bytes of every key and nonce drawn at once. The keys are not kept in
+        memory: a bulk import meets each subject once.
+        """
+        width = len(fields)
+        material = os.urandom(KEY_BYTES * len(rows))
+        nonces = os.urandom(NONCE_BYTES * width * len(rows))
+        cipher = _aesgcm()
+        head, tails = f"{program}\x1f", [f"\x1f{field}" for field in fields]
+        keys, sealed = [], []
+        at = 0
+        for i, (subject, values) in enumerate(rows):
+            key = material[i * KEY_BYTES : (i + 1) * KEY_BYTES]
+            keys.append((program, subject, key))
+            encrypt = cipher(key).encrypt
+            out = []
+            for tail, value in zip(tails, values):
+                if value:
+                    nonce = nonces[at : at + NONCE_BYTES]
+                    body = encrypt(nonce, value.encode(), (head + subject + tail).encode())
+                    value = PREFIX + _urlsafe_base64(nonce + body)
+                at += NONCE_BYTES
+                out.append(value)
+            sealed.append(tuple(out))
         self.conn.executemany(
-            "INSERT INTO subject_keys (program, subject, key) VALUES (?, ?, ?)",
-            [(program, subject, key) for subject, key in zip(subjects, keys)],
+            "INSERT INTO subject_keys (program, subject, key) VALUES (?, ?, ?)", keys
         )
-        for subject, key in zip(subjects, keys):
-            self._remember(program, subject, key)
+        return sealed
 
     def erased(self, program: str, subject: str) -> bool:
         """Whether the subject's personal data was erased in this database."""
@@ -239,6 +266,11 @@ def _opened(key: bytes, program: str, subject: str, field: str, value: str) -> s
     except (ValueError, _invalid_tag()):
         return ERASED  # not sealed for this place: unreadable, like an erased value
     return plain.decode()
+
+
+def _urlsafe_base64(raw: bytes) -> str:
+    """``base64.urlsafe_b64encode(raw)`` as text, with less work per call."""
+    return binascii.b2a_base64(raw, newline=False).translate(_TO_URLSAFE).decode("ascii")
 
 
 def _aad(program: str, subject: str, field: str) -> bytes:

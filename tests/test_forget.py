@@ -7,12 +7,18 @@ still equals the read models and the KPIs do not move.
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 from pathlib import Path
 
 import pytest
 from conftest import PEOPLE
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rmcore.engine import Engine
+from rmcore.personal import ERASED, NONCE_BYTES, PREFIX
 
 GRACE = next(p for p in PEOPLE if p["person_id"] == "grace")
 TOM = next(p for p in PEOPLE if p["person_id"] == "tom")
@@ -281,3 +287,30 @@ def test_a_point_in_time_copy_shows_someone_forgotten_since_as_erased(
     by_id = {row["person_id"]: row for row in listed}
     assert (by_id["grace"]["name"], by_id["grace"]["email"]) == ("[erased]", "[erased]")
     assert by_id["ada"]["name"] == ADA["name"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(rows=st.lists(st.tuples(st.text(max_size=40), st.text(max_size=40)), min_size=1, max_size=8))
+def test_values_sealed_in_bulk_open_as_values_sealed_one_at_a_time(tmp_path_factory, rows):
+    db = tmp_path_factory.mktemp("bulk") / "rmcore.db"
+    with Engine.open(db, create=True) as engine, engine.store.transaction():
+        keyring = engine.keyring
+        subjects = [f"person:p{i}" for i in range(len(rows))]
+        sealed = keyring.seal_new_subjects("default", ("name", "email"), list(zip(subjects, rows)))
+        for subject, plain, closed in zip(subjects, rows, sealed):
+            for field, value, sealed_value in zip(("name", "email"), plain, closed):
+                if not value:
+                    assert sealed_value == value
+                    continue
+                assert sealed_value.startswith(PREFIX)
+                raw = base64.urlsafe_b64decode(sealed_value[len(PREFIX) :])
+                assert len(raw) == NONCE_BYTES + len(value.encode()) + 16  # nonce, text, tag
+                assert keyring.open_value("default", subject, field, sealed_value) == value
+                # bound to its field, as a value sealed one at a time is
+                other = "email" if field == "name" else "name"
+                assert keyring.open_value("default", subject, other, sealed_value) == ERASED
+        keys = engine.conn.execute("SELECT subject, key FROM subject_keys").fetchall()
+        assert sorted(subject for subject, _ in keys) == sorted(subjects)
+        assert len({key for _, key in keys}) == len(subjects)  # a key per subject
+        nonces = [value[len(PREFIX) : len(PREFIX) + 16] for row in sealed for value in row if value]
+        assert len(set(nonces)) == len(nonces)
