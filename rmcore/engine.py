@@ -214,11 +214,14 @@ class Engine:
         recalled = self.store.recall_key(program, key)
         if recalled is None:
             return bool(earlier), earlier
-        used_for, position = recalled
+        used_for, _ = recalled
         if fingerprint and used_for and used_for != fingerprint:
+            recorded = (
+                f"recorded at position {earlier[0].position}" if earlier else "it appended nothing"
+            )
             raise DomainError(
                 f"idempotency key {key!r} was already used for a different command "
-                f"(recorded at position {position}); use a new key for a new command"
+                f"({recorded}); use a new key for a new command"
             )
         return True, earlier
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import click
 
@@ -10,51 +15,77 @@ from rmcore.options import Silent, at_option, idempotency_option, progress_bar
 
 
 @click.command("import")
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--ignore-extra", is_flag=True, help="Skip columns rmcore does not know.")
 @click.option(
-    "--leave-missing", is_flag=True, help="Active people absent from the file leave the program."
+    "--leave-missing",
+    is_flag=True,
+    help="Active people absent from the file leave the program (see --dry-run first).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Check the file and say what it would record; append nothing."
 )
 @click.option("--quiet", is_flag=True, help="No progress bar and no summary.")
 @at_option
 @idempotency_option
 @click.pass_obj
-def import_command(app, file, ignore_extra, leave_missing, quiet, at, idempotency_key):
-    """Import people from an HR export (CSV or JSON lines): all rows or none."""
+def import_command(app, file, ignore_extra, leave_missing, dry_run, quiet, at, idempotency_key):
+    """Import people from an HR export, CSV or JSON lines (- reads stdin): all rows or none."""
     from rmcore.importer import ImportRefused, import_people
 
     engine = app.engine()
-    bar_context = Silent() if quiet else _progress(file)
-    with bar_context as bar:
-        try:
-            result = import_people(
-                engine,
-                app.program,
-                file,
-                actor=app.actor,
-                at=at,
-                ignore_extra=ignore_extra,
-                leave_missing=leave_missing,
-                idempotency_key=idempotency_key,
-                progress=bar.update,
-            )
-        except ImportRefused as exc:
-            raise click.ClickException(str(exc)) from None
+    with _readable(file) as path:
+        bar_context = Silent() if quiet else _progress(path)
+        with bar_context as bar:
+            try:
+                result = import_people(
+                    engine,
+                    app.program,
+                    path,
+                    actor=app.actor,
+                    at=at,
+                    ignore_extra=ignore_extra,
+                    leave_missing=leave_missing,
+                    idempotency_key=idempotency_key,
+                    progress=bar.update,
+                    dry_run=dry_run,
+                )
+            except ImportRefused as exc:
+                raise click.ClickException(str(exc)) from None
     if quiet:
         return
     if result.duplicate:
         where = f" at position {result.first_position}" if result.first_position else ""
         click.echo(f"Already recorded{where} (same idempotency key); nothing appended.")
     else:
-        click.echo(
-            f"Imported {result.rows} rows: {result.joined} joined, {result.updated} updated, "
-            f"{result.unchanged} unchanged, {result.left} left ({result.events} events)."
+        counts = (
+            f"{result.joined} joined, {result.updated} updated, {result.unchanged} unchanged, "
+            f"{result.left} left ({result.events} events)"
         )
+        if result.dry_run:
+            click.echo(f"Checked {result.rows} rows; importing would record {counts}.")
+            click.echo("Dry run: nothing was appended.")
+        else:
+            click.echo(f"Imported {result.rows} rows: {counts}.")
         if result.had_left:
             click.echo(
                 f"{result.had_left} row(s) for people no longer in the program (left or "
                 "forgotten): nothing recorded."
             )
+
+
+@contextmanager
+def _readable(file: str) -> Iterator[str]:
+    """The file to import: ``-`` is standard input, copied to a private temporary file
+    first (the import reads its file more than once)."""
+    if file != "-":
+        yield file
+        return
+    with tempfile.TemporaryDirectory(prefix="rmcore-import-") as folder:
+        path = Path(folder) / "stdin"
+        with path.open("wb") as out:
+            shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+        yield str(path)
 
 
 def _progress(file: str):

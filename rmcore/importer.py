@@ -26,7 +26,9 @@ through :func:`rmcore.commands.decide` and the unit of work like any other comma
 
 from __future__ import annotations
 
+import codecs
 import csv
+import functools
 import hashlib
 import json
 import re
@@ -64,6 +66,7 @@ CHUNK = 5000
 IMPORT_CACHE_KIB = 16 * 1024  # SQLite page cache while importing (see _page_cache)
 PROGRESS_STEP = 1000
 SKILL_SEPARATOR = ";"
+SEPARATORS = (",", ";", "\t")  # a CSV file's cells are separated by one of these
 
 # Accepted header names for each field (compared lower-case, spaces and hyphens as "_").
 COLUMNS: dict[str, tuple[str, ...]] = {
@@ -155,6 +158,15 @@ class ImportResult:
     duplicate: bool = False  # an earlier import used the same idempotency key
     first_position: int | None = None  # of the events that earlier import appended
     had_left: int = 0  # rows of people no longer in the program: nothing recorded
+    dry_run: bool = False  # checked and counted, then rolled back: nothing appended
+
+
+class _DryRun(Exception):
+    """Raised inside the import's transaction to roll it back, carrying what it found."""
+
+    def __init__(self, result: ImportResult) -> None:
+        super().__init__("dry run")
+        self.result = result
 
 
 def normalise_header(name: str) -> str:
@@ -197,8 +209,20 @@ def _records(path: Path) -> Iterator[tuple[int, Any]]:
     A record is a :class:`_Header`, a CSV row (list of cells), a JSON object (dict) or a
     str saying why it cannot be read. An empty or blank file yields a header without
     columns. Bytes that are not UTF-8 are kept as surrogate escapes, for the checks to
-    report with their line and column.
+    report with their line and column. A file that is not UTF-8 text at all yields one
+    str, and nothing more.
     """
+    with path.open("rb") as raw:
+        start = raw.read(4096)
+    head = start[:200]
+    if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (
+        len(head) >= 4 and (not any(head[1::2]) or not any(head[::2]))
+    ):  # UTF-16 text without a byte-order mark: a NUL byte beside every ASCII character
+        yield 1, "the file is UTF-16 text; save or export it as UTF-8"
+        return
+    if b"\0" in start:
+        yield 1, "the file is not text (it holds NUL bytes); give a CSV or JSON-lines file"
+        return
     with _open(path) as text:
         yield from (_jsonl_records(text) if _is_jsonl(path, text) else _csv_records(text))
 
@@ -214,20 +238,52 @@ def _is_jsonl(path: Path, text) -> bool:
     return path.suffix.lower() in (".jsonl", ".ndjson") or first == "{"
 
 
+def _separator(text) -> str:
+    """The CSV file's separator: of ``,``, ``;`` and tab, the one its first non-blank
+    line (the header) holds most often, a comma when it holds none."""
+    sample = text.read(65536)
+    text.seek(0)
+    header = next((line for line in sample.splitlines() if line.strip()), "")
+    counts = {separator: header.count(separator) for separator in SEPARATORS}
+    best = max(counts, key=counts.__getitem__)
+    return best if counts[best] else ","
+
+
 def _csv_records(text) -> Iterator[tuple[int, Any]]:
-    reader = csv.reader(text)
+    reader = csv.reader(text, delimiter=_separator(text))
     width = None
     end = 0
-    for cells in reader:
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            # The reader cannot tell where the next row starts: stop at this one.
+            if "field limit" in str(exc):
+                reason = (
+                    f"a cell is longer than {csv.field_size_limit():,} characters"
+                    " (is a closing quote missing?); the rest of the file was not read"
+                )
+            else:
+                reason = f"the file cannot be read as CSV here ({exc}); the rest was not read"
+            yield end + 1, reason
+            return
         start, end = end + 1, reader.line_num
         if width is None:
             if any(cell.strip() for cell in cells):  # blank lines before the header are skipped
+                if any(_SURROGATES.search(cell) for cell in cells):
+                    yield start, "the header is not valid UTF-8 text; save the file as UTF-8"
+                    return
                 width = len(cells)
                 yield start, _Header(cells)
         elif len(cells) == width:
             yield start, cells
         elif any(cell.strip() for cell in cells):
-            yield start, f"the row has {len(cells)} fields, the header has {width}"
+            reason = f"the row has {len(cells)} fields, the header has {width}"
+            if end > start and len(cells) < width:
+                reason += f"; its quoted cell runs on to line {end}: is a closing quote missing?"
+            yield start, reason
     if width is None:
         yield 1, _Header()
 
@@ -242,6 +298,12 @@ def _jsonl_records(text) -> Iterator[tuple[int, Any]]:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             yield number, f"the line is not valid JSON ({exc.msg})"
+            continue
+        except RecursionError:
+            yield number, "the line is not valid JSON (it is nested too deeply)"
+            continue
+        except ValueError:  # an integer of more digits than Python converts
+            yield number, "the line holds a number too long to read"
             continue
         yield number, row if isinstance(row, dict) else "the line is not a JSON object"
     if empty:
@@ -313,30 +375,61 @@ class _Problem(Exception):
         self.reason = reason
 
 
-def _split(value: Any) -> list[str]:
+def _text(value: Any) -> str | None:
+    """A cell's text: a JSON number that is an integer (an employee number) as its digits;
+    None for anything else that is not text (true, 1.5, an object, an array)."""
+    if type(value) is str:
+        return value
+    if type(value) is int:
+        return str(value)
+    return None
+
+
+def _as_json(value: Any) -> str:
+    """A value as the file spells it: text quoted, anything else as JSON."""
+    return repr(value) if isinstance(value, str) else json.dumps(value)
+
+
+def _split(field: str, value: Any) -> list[str]:
     if value is None:
         return []
-    if isinstance(value, list):
-        return [str(v).strip() for v in value if str(v).strip()]
-    return [part.strip() for part in str(value).split(SKILL_SEPARATOR) if part.strip()]
+    items = value if isinstance(value, list) else [value]
+    parts = []
+    for item in items:
+        text = _text(item)
+        if text is None:
+            raise DomainError(
+                f"{field} holds {_as_json(item)}; give text separated by"
+                f" {SKILL_SEPARATOR!r} or a JSON array of text",
+                field=field,
+            )
+        # a cell of the file is split on ';', an item of a JSON array is kept whole
+        for part in [text] if items is value else text.split(SKILL_SEPARATOR):
+            if part.strip():
+                parts.append(part.strip())
+    return parts
 
 
 def _convert(field: str, value: Any) -> Any:
-    """A cell as the rules expect it: lists split on ';', capacity as an integer."""
+    """A cell as the rules expect it: lists split on ';', capacity as an integer; a value
+    that is not text (in JSON lines) is left for the rules to refuse."""
     if field in LIST_FIELDS:
-        return _split(value)
+        return _split(field, value)
     if field == "capacity":
         if value in (None, ""):
             return None
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         try:
-            return int(str(value).strip())
+            return int(value.strip() if isinstance(value, str) else _text(value) or "")
         except ValueError:
-            raise DomainError(f"{value!r} is not a whole number", field=field) from None
+            raise DomainError(f"{_as_json(value)} is not a whole number", field=field) from None
     if field == "manager_id" and value in (None, ""):
         return None
-    return "" if value is None else str(value)
+    if value is None:
+        return ""
+    text = _text(value)
+    return value if text is None else text
 
 
 class _Zones:
@@ -516,7 +609,9 @@ class _Import:
             try:
                 self._row(line, layout, record)
             except _Problem as problem:
-                self.errors.add(line, problem.column, problem.reason)
+                # The checks stop at a row's first problem; look for all of them.
+                for column, reason in self._problems(line, layout, record, problem):
+                    self.errors.add(line, column, reason)
         if progress and len(rows) % PROGRESS_STEP:
             progress(len(rows) % PROGRESS_STEP)
         self.flush()
@@ -524,9 +619,10 @@ class _Import:
     def _lookup(self, rows: list[tuple[int, _Layout | None, Any]]) -> dict[str, tuple]:
         """The chunk's people already in the program, as read-model rows."""
         ids = sorted({
-            str(layout.pick(record)[layout.index["person_id"]]).strip()
+            str(person_id).strip()
             for _, layout, record in rows
             if layout is not None
+            and _text(person_id := layout.pick(record)[layout.index["person_id"]]) is not None
         })  # fmt: skip
         found = {}
         for start in range(0, len(ids), _LOOKUP_BATCH):
@@ -562,7 +658,10 @@ class _Import:
         for field in REQUIRED:
             if values[index[field]] in (None, ""):
                 raise _Problem(layout.column(field), "is empty")
-        person_id = str(values[index["person_id"]]).strip()
+        person_id = _text(values[index["person_id"]])
+        if person_id is None:
+            raise _Problem(layout.column("person_id"), "person_id must be text")
+        person_id = person_id.strip()
         first = self.seen.get(person_id)
         if first is not None:
             raise _Problem(
@@ -572,7 +671,9 @@ class _Import:
         at = self.default_at
         i = index.get("joined_at")
         if i is not None and values[i] not in (None, ""):
-            at = self._when(str(values[i]), layout)
+            if _text(values[i]) is None:
+                raise _Problem(layout.column("joined_at"), "joined_at must be an ISO 8601 date")
+            at = self._when(_text(values[i]), layout)
         i = index.get("capacity")
         capacity = None
         if i is not None:
@@ -591,6 +692,63 @@ class _Import:
                 self._update(existing, layout, values, capacity, profile)
         except DomainError as exc:
             raise _Problem(layout.column(exc.field) if exc.field else None, str(exc)) from None
+
+    def _problems(
+        self, line: int, layout: _Layout, record: Any, first: _Problem
+    ) -> list[tuple[str | None, str]]:
+        """Every problem of a refused row whose first problem is ``first``: each column is
+        checked on its own, as the rules check it, in the file's order of columns."""
+        values, index = layout.pick(record), layout.index
+        found: list[tuple[str | None, str]] = []
+
+        def check(field: str, test: Callable[[Any], object]) -> None:
+            i = index.get(field)
+            if i is None or values[i] in (None, "") and field not in REQUIRED:
+                return
+            if isinstance(values[i], str) and _SURROGATES.search(values[i]):
+                found.append((layout.columns[i], "is not valid UTF-8 text"))
+            elif values[i] in (None, ""):
+                found.append((layout.columns[i], "is empty"))
+            else:
+                try:
+                    test(values[i])
+                except (DomainError, _Problem) as exc:
+                    found.append((layout.columns[i], str(exc)))
+
+        person_id = _text(values[index["person_id"]])
+        person_id = "" if person_id is None else person_id.strip()
+        earlier = self.seen.get(person_id)
+
+        def check_id(value: Any) -> None:
+            if _text(value) is None:
+                raise DomainError("person_id must be text")
+            check_person_id(person_id)
+            if earlier is not None and earlier != line:
+                raise DomainError(f"{person_id} already appears on line {earlier}")
+
+        def check_at(value: Any) -> None:
+            if _text(value) is None:
+                raise DomainError("joined_at must be an ISO 8601 date")
+            self._when(_text(value), layout)
+
+        def check_capacity(value: Any) -> None:
+            capacity = _convert("capacity", value)
+            if capacity is not None:
+                profile_value(person_id, "capacity", capacity)
+
+        for field in layout.index:
+            if field == "person_id":
+                check(field, check_id)
+            elif field == "joined_at":
+                check(field, check_at)
+            elif field == "capacity":
+                check(field, check_capacity)
+            elif field in PROFILE_FIELDS:
+                check(field, functools.partial(self._value, person_id, field))
+        if (first.column, first.reason) not in found:  # a rule across fields
+            found.append((first.column, first.reason))
+        order = {column: i for i, column in enumerate(layout.columns)}
+        return sorted(found, key=lambda problem: order.get(problem[0], -1))
 
     def _when(self, text: str, layout: _Layout) -> str:
         """A ``joined_at`` cell as ``occurred_at`` (the few distinct dates are remembered)."""
@@ -745,8 +903,13 @@ def import_people(
     leave_missing: bool = False,
     idempotency_key: str | None = None,
     progress: Callable[[int], None] | None = None,
+    dry_run: bool = False,
 ) -> ImportResult:
-    """Import the file in one transaction; raise ImportRefused (nothing appended) on bad rows."""
+    """Import the file in one transaction; raise ImportRefused (nothing appended) on bad rows.
+
+    With ``dry_run`` the file is checked and its changes counted exactly as an import
+    would, then the transaction is rolled back.
+    """
     path = Path(path)
     if not path.is_file():
         raise DomainError(f"no file at {path}")
@@ -761,6 +924,19 @@ def import_people(
         earlier = _earlier_import(engine, program, idempotency_key, fingerprint)
         if earlier is not None:
             return ImportResult(0, 0, 0, 0, 0, 0, duplicate=True, first_position=earlier or None)
+    try:
+        return _import(
+            engine, program, path, actor, default_at, ignore_extra, leave_missing,
+            idempotency_key, fingerprint, progress, dry_run,
+        )  # fmt: skip
+    except _DryRun as rolled_back:
+        return rolled_back.result
+
+
+def _import(
+    engine, program, path, actor, default_at, ignore_extra, leave_missing, idempotency_key,
+    fingerprint, progress, dry_run,
+) -> ImportResult:  # fmt: skip
     with (
         _page_cache(engine.conn, IMPORT_CACHE_KIB),
         engine.unit_of_work(
@@ -783,10 +959,18 @@ def import_people(
             run.leave_missing()
         if run.errors.count:
             raise ImportRefused(run.errors.listed, run.errors.count)
-        counts = run.counts
+        if dry_run:
+            unit.flush()  # what is still pending is counted too
+            raise _DryRun(_result(run, unit.count, dry_run=True))
+    return _result(run, unit.count)
+
+
+def _result(run: _Import, recorded: int, *, dry_run: bool = False) -> ImportResult:
+    """What ``run`` did, ``recorded`` events having gone through its unit of work."""
+    counts = run.counts
     return ImportResult(run.rows, counts["joined"], counts["updated"], counts["unchanged"],
-                        counts["left"], unit.count + run.appended,
-                        had_left=counts["had_left"])  # fmt: skip
+                        counts["left"], recorded + run.appended, had_left=counts["had_left"],
+                        dry_run=dry_run)  # fmt: skip
 
 
 def _read(run: _Import, path: Path, ignore_extra: bool) -> None:

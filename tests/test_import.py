@@ -189,6 +189,29 @@ def test_every_bad_row_is_listed_not_only_the_first(populated_db, run_cli, raw_l
     assert f"({len(rows)} problem(s))" in result.stderr
 
 
+def test_every_problem_of_a_row_is_listed_with_its_column(db_path, run_cli, raw_log, tmp_path):
+    path = write(
+        tmp_path / "hr.csv",
+        "person_id,name,email,role,capacity,timezone,joined_at",
+        "zoe,Zoe,zoe@,boss,x,Mars/Base,2026-13-01",
+        "zoe,,yan@example.org,mentor,21,UTC,",
+        "xia,Xia Li,xia@example.org,mentee,0,UTC,",
+    )
+    result = run_cli("import", str(path))
+    problems = assert_refused(result, raw_log, [])
+    assert [problem.split(":")[0] for problem in problems] == [
+        "line 2, column email",
+        "line 2, column role",
+        "line 2, column capacity",
+        "line 2, column timezone",
+        "line 2, column joined_at",
+        "line 3, column person_id",
+        "line 3, column name",
+        "line 3, column capacity",
+    ]
+    assert "zoe already appears on line 2" in problems[5]
+
+
 def test_a_person_twice_in_the_file_is_refused_naming_both_lines(
     populated_db, run_cli, raw_log, tmp_path
 ):
@@ -428,6 +451,115 @@ def test_blank_lines_before_the_header_are_skipped(db_path, run_cli, raw_log, tm
     assert_refused(refused, raw_log, raw_log.rows(), "line 2, column colour: unknown column")
 
 
+def test_a_cell_too_long_to_read_is_refused_naming_its_line(db_path, run_cli, raw_log, tmp_path):
+    path = write(tmp_path / "hr.csv", HEADER, NEW_PEOPLE[0], f"yan,Yan,{'x' * 200_000},mentee")
+    result = run_cli("import", str(path))
+    problems = assert_refused(result, raw_log, [], "line 3: a cell is longer than 131,072")
+    assert "closing quote" in problems[0]
+    assert isinstance(result.exception, SystemExit)  # a refusal, not a traceback
+
+
+def test_a_quote_left_open_is_named_as_the_likely_cause(db_path, run_cli, raw_log, tmp_path):
+    path = write(tmp_path / "hr.csv", HEADER, f'"{NEW_PEOPLE[0]}', NEW_PEOPLE[1])
+    result = run_cli("import", str(path))
+    problems = assert_refused(result, raw_log, [], "line 2: the row has 1 fields")
+    assert "runs on to line 3: is a closing quote missing?" in problems[0]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_a_utf16_file_is_refused_as_utf16(encoding, db_path, run_cli, raw_log, tmp_path):
+    path = tmp_path / "hr.csv"
+    path.write_text(f"{HEADER}\n{NEW_PEOPLE[0]}\n", encoding=encoding)
+    result = run_cli("import", str(path))
+    problems = assert_refused(result, raw_log, [], "line 1: the file is UTF-16 text")
+    assert len(problems) == 1
+
+
+def test_a_header_that_is_not_utf8_is_refused_as_such(db_path, run_cli, raw_log, tmp_path):
+    path = tmp_path / "hr.csv"
+    path.write_bytes(f"{HEADER},f\xe4rg\n{NEW_PEOPLE[0]},x\n".encode("latin-1"))
+    result = run_cli("import", str(path))
+    problems = assert_refused(result, raw_log, [], "line 1: the header is not valid UTF-8")
+    assert len(problems) == 1
+
+
+def test_a_file_that_is_not_text_is_refused_as_such(db_path, run_cli, raw_log, tmp_path):
+    path = tmp_path / "hr.csv"
+    path.write_bytes(b"\x7fELF\x02\x01\x01" + bytes(300) + b"\x01\x02")
+    result = run_cli("import", str(path))
+    assert_refused(result, raw_log, [], "line 1: the file is not text")
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_file_separated_by_semicolons_or_tabs_imports_as_a_comma_separated_one(
+    separator, db_path, run_cli, tmp_path
+):
+    lines = [HEADER.replace(",", separator)]
+    for row in NEW_PEOPLE:
+        cells = row.split(",")
+        cells[7] = f'"{cells[7]}"'  # the skills cell holds ';'
+        lines.append(separator.join(cells))
+    result = run_cli("import", str(write(tmp_path / "hr.csv", *lines)), "--at", "2026-01-05")
+    assert result.exit_code == 0, result.output
+    comma = tmp_path / "comma.db"
+    assert run_cli("init", db=comma).exit_code == 0
+    path = write(tmp_path / "c.csv", HEADER, *NEW_PEOPLE)
+    assert run_cli("import", str(path), "--at", "2026-01-05", db=comma).exit_code == 0
+    as_comma = json.loads(run_cli("people", "--format", "json", db=comma).stdout)
+    assert people_json(run_cli) == {row["person_id"]: row for row in as_comma}
+    assert people_json(run_cli)["zoe"]["skills_offered"] == ["AI tools", "automation"]
+
+
+def test_json_values_that_are_not_text_are_refused_naming_line_and_key(
+    db_path, run_cli, raw_log, tmp_path
+):
+    person = {"name": "Zoe", "email": "zoe@example.org", "role": "mentor"}
+    rows = [
+        {**person, "person_id": "a", "name": {"first": "Zoe"}},
+        {**person, "person_id": "b", "department": ["Data"]},
+        {**person, "person_id": "c", "skills_offered": ["AI tools", {"level": 2}]},
+        {**person, "person_id": "d", "capacity": True},
+        {**person, "person_id": {"id": 4}},
+        {**person, "person_id": "f", "skills_sought": [None]},
+    ]
+    result = run_cli("import", str(write(tmp_path / "hr.jsonl", *map(json.dumps, rows))))
+    problems = assert_refused(
+        result, raw_log, [],
+        "line 1, column name: name must be text",
+        "line 2, column department: department must be text",
+        'line 3, column skills_offered: skills_offered holds {"level": 2}',
+        "line 4, column capacity: true is not a whole number",
+        "line 5, column person_id: person_id must be text",
+        "line 6, column skills_sought: skills_sought holds null",
+    )  # fmt: skip
+    assert len(problems) == 6
+
+
+def test_a_json_number_for_an_id_or_a_department_is_read_as_its_digits(db_path, run_cli, tmp_path):
+    row = {"person_id": 1042, "name": "Zoe", "email": "zoe@example.org", "role": "mentor",
+           "department": 7, "manager_id": 1001}  # fmt: skip
+    result = run_cli("import", str(write(tmp_path / "hr.jsonl", json.dumps(row))))
+    assert result.exit_code == 0, result.output
+    zoe = people_json(run_cli)["1042"]
+    assert (zoe["department"], zoe["manager_id"]) == ("7", "1001")
+
+
+def test_a_json_line_too_deep_or_with_too_long_a_number_is_refused_naming_its_line(
+    db_path, run_cli, raw_log, tmp_path
+):
+    good = {"person_id": "zoe", "name": "Zoe", "email": "zoe@example.org", "role": "mentor"}
+    path = write(
+        tmp_path / "hr.jsonl",
+        json.dumps(good),
+        '{"person_id": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"person_id": "yan", "capacity": ' + "9" * 5000 + "}",
+    )
+    result = run_cli("import", str(path))
+    problems = assert_refused(result, raw_log, [], "line 2: ", "line 3: ")
+    assert "nested too deeply" in problems[0]
+    assert "a number too long to read" in problems[1]
+
+
 # -- importing again ---------------------------------------------------------------------------
 
 BASE = (
@@ -577,6 +709,43 @@ def test_leave_missing_with_the_full_file_records_nothing(imported, run_cli, raw
     assert raw_log.rows() == before
 
 
+def test_a_dry_run_says_what_an_import_would_record_and_appends_nothing(
+    imported, run_cli, raw_log, tmp_path
+):
+    before = raw_log.rows()
+    changed = edited(BASE, "jonas", "department", "Analytics")
+    kept = tuple(line for line in changed if not line.startswith("omar,"))
+    path = write(tmp_path / "hr2.csv", *kept, "zoe,Zoe Adeyemi,zoe@example.org,mentor,,,,,,,1")
+    dry = run_cli("import", str(path), "--leave-missing", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert raw_log.rows() == before
+    assert dry.stdout == (
+        "Checked 6 rows; importing would record 1 joined, 1 updated, 4 unchanged, 1 left"
+        " (3 events).\nDry run: nothing was appended.\n"
+    )
+    real = run_cli("import", str(path), "--leave-missing")
+    assert real.stdout.startswith("Imported 6 rows: 1 joined, 1 updated, 4 unchanged, 1 left (3 ")
+    assert len(raw_log.rows()) == len(before) + 3
+
+
+def test_a_dry_run_of_a_bad_file_is_refused_as_the_import_would_be(
+    imported, run_cli, raw_log, tmp_path
+):
+    before = raw_log.rows()
+    path = write(tmp_path / "hr2.csv", *edited(BASE, "jonas", "email", "jonas@"))
+    result = run_cli("import", str(path), "--dry-run")
+    assert_refused(result, raw_log, before, "line 3, column email: ")
+
+
+def test_a_file_read_from_standard_input_imports_as_the_file_does(db_path, run_cli, tmp_path):
+    text = "".join(f"{line}\n" for line in BASE)
+    result = run_cli("import", "-", "--at", "2026-01-05", input=text)
+    assert result.exit_code == 0, result.output
+    assert "6 joined" in result.stdout
+    again = run_cli("import", str(write(tmp_path / "hr.csv", *BASE)), "--at", "2026-01-05")
+    assert "0 joined, 0 updated, 6 unchanged" in again.stdout
+
+
 def test_json_lines_import_accepts_arrays_and_numbers(db_path, run_cli, raw_log, tmp_path):
     rows = [
         {"person_id": "mei", "name": "Mei Tanaka", "email": "mei@example.org", "role": "both",
@@ -703,10 +872,21 @@ def test_a_different_file_under_a_used_key_is_refused(db_path, run_cli, raw_log,
     other = write(tmp_path / "hr2.csv", *BASE)
     result = run_cli("import", str(other), "--idempotency-key", "hr-2026-01")
     assert result.exit_code == 1
-    assert "idempotency key 'hr-2026-01' was already used for a different command" in (
-        result.stderr
+    assert (
+        "idempotency key 'hr-2026-01' was already used for a different command"
+        " (recorded at position 1)" in result.stderr
     )
     assert raw_log.rows() == before
+
+
+def test_a_used_key_whose_import_recorded_nothing_does_not_point_at_another_event(
+    imported, run_cli, raw_log, tmp_path
+):
+    assert run_cli("import", str(imported), "--idempotency-key", "again").exit_code == 0
+    other = write(tmp_path / "hr2.csv", *edited(BASE, "jonas", "department", "Analytics"))
+    result = run_cli("import", str(other), "--idempotency-key", "again")
+    assert result.exit_code == 1
+    assert "was already used for a different command (it appended nothing)" in result.stderr
 
 
 def test_a_file_that_does_not_exist_is_refused(db_path, run_cli, raw_log, tmp_path):
