@@ -268,13 +268,12 @@ def config_set(app: App, key: str, value: str, at: str | None, idempotency_key: 
 @idempotency_option
 @pass_app
 def config_unset(app: App, key: str, at: str | None, idempotency_key: str | None):
-    """Remove KEY, so plugins fall back to their defaults."""
-    from rmcore import queries
-    from rmcore.commands import SetConfig
+    """Remove KEY, so plugins fall back to their defaults (exit 1 if it is not set)."""
+    from rmcore.commands import UnsetConfig
 
-    if queries.SqlState(app.engine().conn, app.program).config(key) is None:
-        raise click.ClickException(f"{key} is not set in program {app.program}")
-    outcome = app.run(SetConfig(key=key, value=None, at=parse_occurred(at)), idempotency_key)
+    # "Not set" is decided by the rules inside the append transaction, after the
+    # idempotency key is looked up: a retry of a done unset exits 0 and appends nothing.
+    outcome = app.run(UnsetConfig(key=key, at=parse_occurred(at)), idempotency_key)
     report(outcome, lambda o: f"{key} removed ({positions(o)})")
 
 

@@ -72,6 +72,9 @@ class State(Protocol):
     def last_activity(self, pair_id: str) -> str | None:
         """The date of the pair's latest session or feedback, if any."""
 
+    program: str
+    """The program the rules look at (named in some refusals)."""
+
     def config(self, key: str) -> Any:
         """A program setting, or None."""
 
@@ -79,7 +82,28 @@ class State(Protocol):
 PERSON_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 EMAIL = re.compile(r"^[^@\s\"<>(),;:\\\[\]]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 CONFIG_KEY = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
-SECRET_WORDS = {"password", "passwd", "secret", "token", "apikey", "credential", "credentials"}
+# Secret detection for setting names (a key is split into words on ``.``, ``_`` and ``-``):
+# - SECRET_WORDS refuse a key wherever they stand as a whole word (``smtp.password``,
+#   ``webhook.token``); whole words only, so ``matching.tokenizer`` and
+#   ``matching_skills.secretary_weight`` are not secrets;
+# - SECRET_INFIXES are unambiguous even inside a word (``smtppassword``, ``mailapikey``);
+# - SECRET_LAST_WORDS are secrets only as the key's last word: ``smtp_pass`` and
+#   ``webhook.auth`` hold one, but ``kpi_basic.pass_mark``, ``notify_email.passes`` and
+#   ``auth_method`` do not. A harmless key that ends in them (``matching.second_pass``)
+#   is refused too: name it otherwise (``matching.second_round``);
+# - SECRET_KEY_QUALIFIERS name a secret when followed by ``key``: ``api_key``,
+#   ``private_key``, ``access_key``, but not ``sort_key``.
+SECRET_WORDS = frozenset({
+    "password", "passwd", "passphrase", "passcode", "pwd", "secret", "secrets", "token",
+    "tokens", "apikey", "apikeys", "credential", "credentials", "bearer", "authorization",
+    "privatekey", "secretkey", "accesskey",
+})  # fmt: skip
+SECRET_INFIXES = ("password", "passwd", "passphrase", "apikey", "privatekey")
+SECRET_LAST_WORDS = frozenset({"pass", "auth"})
+SECRET_KEY_QUALIFIERS = frozenset({"api", "private", "access", "signing", "encryption", "ssh"})
+# ``scheme://user:password@host`` (the user may be empty, as in ``redis://:pw@host``).
+URL_CREDENTIALS = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/?#@:]*:[^\s/?#@]+@", re.IGNORECASE)
+SECRETS_ELSEWHERE = "secrets are read from the environment and never stored in the log"
 _NOT_TEXT = re.compile(r"[\ud800-\udfff]")  # lone surrogates: undecodable input bytes
 _ONE_LINE_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
 _MULTILINE_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -180,10 +204,20 @@ class Forget:
 
 @frozen(kw_only=True)
 class SetConfig:
-    """Set (or, with ``None``, remove) a program setting."""
+    """Set (or, with ``None``, remove) a program setting; ``None`` for a key that is not
+    set records nothing (``UnsetConfig`` refuses that instead)."""
 
     key: str
     value: Any
+    at: str
+
+
+@frozen(kw_only=True)
+class UnsetConfig:
+    """Remove a program setting, so plugins fall back to their defaults; refused if it is
+    not set (``rmcore config unset``)."""
+
+    key: str
     at: str
 
 
@@ -197,6 +231,7 @@ Command = (
     | Leave
     | Forget
     | SetConfig
+    | UnsetConfig
 )
 
 
@@ -397,15 +432,22 @@ def decide_update_profile(state: State, cmd: UpdateProfile) -> list[Event]:
     pairs = state.active_pairs_of(person.person_id)
     mentoring = sum(1 for p in pairs if p.mentor_id == person.person_id)
     mentored = any(p.mentee_id == person.person_id for p in pairs)
+
+    # ``field`` names the changed field behind a refusal, so an import names its column.
+    def changed(name: str) -> str | None:
+        return name if name in changes else None
+
     if mentoring and not updated.can_mentor:
         raise DomainError(
             f"{person.person_id} mentors in {mentoring} active pair(s) and cannot become a "
-            f"{updated.role}; end those pairs first"
+            f"{updated.role}; end those pairs first",
+            field=changed("role"),
         )
     if mentored and not updated.can_be_mentored:
         raise DomainError(
             f"{person.person_id} is mentored in an active pair and cannot become a "
-            f"{updated.role}; end that pair first"
+            f"{updated.role}; end that pair first",
+            field=changed("role"),
         )
     for pair in pairs:
         other_id = pair.mentee_id if pair.mentor_id == person.person_id else pair.mentor_id
@@ -415,12 +457,14 @@ def decide_update_profile(state: State, cmd: UpdateProfile) -> list[Event]:
         ):
             raise DomainError(
                 f"{person.person_id} and {other_id} are paired ({pair.pair_id}) and a pair "
-                "cannot cross a reporting line; end that pair first"
+                "cannot cross a reporting line; end that pair first",
+                field=changed("manager_id") if updated.manager_id == other_id else None,
             )
     if updated.capacity < mentoring:
         raise DomainError(
             f"capacity {updated.capacity} is below the {mentoring} mentee(s) "
-            f"{person.person_id} has now"
+            f"{person.person_id} has now",
+            field=changed("capacity"),
         )
     return [ProfileUpdated(person_id=person.person_id, changes=changes)]
 
@@ -494,6 +538,8 @@ def decide_pair(state: State, cmd: MakePair) -> list[Event]:
             )
     running = [p for p in state.pairs_of(mentor.person_id) if _overlaps(p, cmd.at)]
     load = sum(1 for p in running if p.mentor_id == mentor.person_id)
+    if mentor.capacity == 0:
+        raise DomainError(f"{mentor.person_id} has a capacity of 0 and cannot mentor")
     if load >= mentor.capacity:
         raise DomainError(
             f"{mentor.person_id} already mentors {load} of a capacity of {mentor.capacity}"
@@ -628,25 +674,69 @@ def decide_forget(state: State, cmd: Forget) -> list[Event]:
     return events
 
 
+def looks_like_secret(name: str) -> bool:
+    """Whether a setting's name (or a field name inside its value) suggests a secret; the
+    word lists above say which names do."""
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)  # smtpPassword -> smtp_Password
+    words = [w for w in re.split(r"[._\-\s]+", spaced.lower()) if w]
+    if not words:
+        return False
+    return (
+        any(w in SECRET_WORDS for w in words)
+        or any(infix in w for w in words for infix in SECRET_INFIXES)
+        or words[-1] in SECRET_LAST_WORDS
+        or any(a in SECRET_KEY_QUALIFIERS and b.startswith("key") for a, b in zip(words, words[1:]))
+    )
+
+
+def _check_no_secret_value(key: str, value: Any) -> None:
+    """Refuse a value that carries a secret: credentials inside a URL, or a field (of an
+    object value) whose name looks like a secret. The secret itself is never echoed."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if URL_CREDENTIALS.search(item):
+                raise DomainError(
+                    f"the value of {key} has a password in a URL (user:password@host); "
+                    f"give the URL without it: {SECRETS_ELSEWHERE}"
+                )
+        elif isinstance(item, dict):
+            for name, inner in item.items():
+                if looks_like_secret(str(name)):
+                    raise DomainError(
+                        f"the value of {key} has a field {str(name)!r} that looks like a "
+                        f"secret; {SECRETS_ELSEWHERE}"
+                    )
+                stack.append(inner)
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+
+
 def decide_config(state: State, cmd: SetConfig) -> list[Event]:
     """Keys are dotted lower-case names; secrets never go into the log; no-op if unchanged."""
     if not CONFIG_KEY.fullmatch(cmd.key):
         raise DomainError(
             f"setting {cmd.key!r} is not a dotted lower-case name like matching_skills.min_score"
         )
-    words = re.split(r"[._]", cmd.key)
-    if SECRET_WORDS & set(words) or "api_key" in cmd.key:
-        raise DomainError(
-            f"{cmd.key} looks like a secret; secrets are read from the environment and "
-            "never stored in the log"
-        )
+    if looks_like_secret(cmd.key):
+        raise DomainError(f"{cmd.key} looks like a secret; {SECRETS_ELSEWHERE}")
     if isinstance(cmd.value, str):
         check_text("value", cmd.value, limit=2000)
+    _check_no_secret_value(cmd.key, cmd.value)
     current = state.config(cmd.key)
     # Compared as JSON: in Python False == 0 and 1 == 1.0, but they are different settings.
     if json.dumps(current, sort_keys=True) == json.dumps(cmd.value, sort_keys=True):
         return []
     return [Configured(key=cmd.key, value=cmd.value)]
+
+
+def decide_unset_config(state: State, cmd: UnsetConfig) -> list[Event]:
+    """Only a setting that is set can be removed. A name that looks like a secret is not
+    refused here: a key recorded before the rules knew it for one can still be removed."""
+    if state.config(cmd.key) is None:
+        raise DomainError(f"{cmd.key} is not set in program {state.program}")
+    return [Configured(key=cmd.key, value=None)]
 
 
 DECIDERS: dict[type, Callable[[State, Any], list[Event]]] = {
@@ -659,6 +749,7 @@ DECIDERS: dict[type, Callable[[State, Any], list[Event]]] = {
     Leave: decide_leave,
     Forget: decide_forget,
     SetConfig: decide_config,
+    UnsetConfig: decide_unset_config,
 }
 
 

@@ -167,3 +167,132 @@ def test_changing_a_setting_from_false_to_zero_is_recorded(run_cli, raw_log):
     assert run_cli("config", "set", "matching_skills.min_score", "0").exit_code == 0
     assert raw_log.count() == before + 1
     assert run_cli("config", "get", "matching_skills.min_score").stdout.strip() == "0"
+
+
+def test_a_retried_unset_with_its_key_exits_0_and_appends_nothing(run_cli, raw_log):
+    """The first run removed the key; the retry finds its idempotency key and stops there."""
+    assert run_cli("config", "set", "a.b", "1").exit_code == 0
+    first = run_cli("config", "unset", "a.b", "--idempotency-key", "u1")
+    assert first.exit_code == 0, first.stderr
+    before = raw_log.rows()
+    retry = run_cli("config", "unset", "a.b", "--idempotency-key", "u1")
+    assert retry.exit_code == 0, retry.stderr
+    assert "Already recorded at position 2 (same idempotency key)" in retry.stdout
+    assert raw_log.rows() == before
+
+
+def test_an_unset_keeps_the_fingerprint_it_had_as_a_set_to_nothing():
+    """Keys of unsets recorded as SetConfig(value=None) still match their retries."""
+    from rmcore.commands import SetConfig, UnsetConfig
+    from rmcore.engine import command_fingerprint
+
+    unset = command_fingerprint([UnsetConfig(key="a.b", at="2026-01-01T00:00:00Z")])
+    assert unset == command_fingerprint([SetConfig(key="a.b", value=None, at="2026-02-01")])
+    assert unset != command_fingerprint([UnsetConfig(key="a.c", at="2026-01-01T00:00:00Z")])
+    assert unset != command_fingerprint([SetConfig(key="a.b", value=1, at="2026-02-01")])
+
+
+def test_a_refused_unset_appends_nothing_and_leaves_its_key_unused(run_cli, raw_log):
+    """Refused inside the rules: exit 1, the same message, and the key is not spent."""
+    refused = run_cli("config", "unset", "a.b", "--idempotency-key", "u1")
+    assert refused.exit_code == 1
+    assert refused.stderr == "Error: a.b is not set in program default\n"
+    assert raw_log.count() == 0
+    assert run_cli("config", "set", "a.b", "1").exit_code == 0
+    done = run_cli("config", "unset", "a.b", "--idempotency-key", "u1")
+    assert done.exit_code == 0, done.stderr
+    assert "a.b removed (position 2)" in done.stdout
+
+
+def test_an_unset_without_a_key_after_the_key_was_removed_is_refused(run_cli, raw_log):
+    """Only a retry carrying the same idempotency key is let through."""
+    assert run_cli("config", "set", "a.b", "1").exit_code == 0
+    assert run_cli("config", "unset", "a.b", "--idempotency-key", "u1").exit_code == 0
+    other = run_cli("config", "unset", "a.b", "--idempotency-key", "u2")
+    assert other.exit_code == 1
+    assert "a.b is not set in program default" in other.stderr
+    assert raw_log.count() == 2
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "x.private_key", "x.passphrase", "x.smtp_pass", "x.pwd", "x.bearer", "x.passcode",
+        "webhook.auth", "webhook.authorization", "x.client_secret", "x.access_key",
+        "x.signing_keys", "x.ssh_key", "notify_email.smtppassword", "x.api_keys",
+        "x.refresh_token", "x.credentials", "token_store.path",
+    ],
+)  # fmt: skip
+def test_more_keys_that_look_like_secrets_are_refused(run_cli, raw_log, key):
+    """Every common name for a password, key or token, as a whole word of the key."""
+    result = run_cli("config", "set", key, "hunter2")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {key} looks like a secret; secrets are read from the environment and never "
+        "stored in the log\n"
+    )
+    assert raw_log.count() == 0
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "matching_skills.min_score", "notify_email.passes", "kpi_basic.pass_mark",
+        "kpi_basic.pass_rate", "notify.auth_method", "matching.sort_key", "x.passage",
+        "matching_skills.key_skills", "notify_email.bypass_hours", "x.author",
+    ],
+)  # fmt: skip
+def test_harmless_keys_near_the_secret_words_are_accepted(run_cli, key):
+    """pass and auth mark a secret only as the key's last word; key only after api_,
+    private_, access_ and the like."""
+    result = run_cli("config", "set", key, "1")
+    assert result.exit_code == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "smtp://user:hunter2@mail.example.org",
+        "redis://:hunter2@cache.example.org:6379/0",
+        "postgresql://rm:hunter2@db.internal/rmcore?sslmode=require",
+        '["https://bot:hunter2@hooks.example.org/in"]',
+        '{"relay": {"url": "SMTPS://mailer:hunter2@mail.example.org"}}',
+    ],
+    ids=["smtp", "empty-user", "dsn", "in-a-list", "nested-upper-case"],
+)
+def test_a_value_with_a_password_in_a_url_is_refused_without_echoing_it(run_cli, raw_log, value):
+    """scheme://user:password@host puts a password in the log: refused, and not repeated."""
+    result = run_cli("config", "set", "notify_email.relay", value)
+    assert result.exit_code == 1
+    assert "the value of notify_email.relay has a password in a URL" in result.stderr
+    assert "secrets are read from the environment and never stored in the log" in result.stderr
+    assert "hunter2" not in result.output
+    assert raw_log.count() == 0
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "smtp://mail.example.org:587",
+        "ssh://git@git.example.org/hr/templates.git",
+        "https://hooks.example.org/in?user=ops",
+        "mailto:hr@example.org",
+        "hr@example.org",
+        "10:30",
+    ],
+)
+def test_urls_and_addresses_without_a_password_are_accepted(run_cli, value):
+    result = run_cli("config", "set", "notify_email.relay", value)
+    assert result.exit_code == 0, result.stderr
+
+
+def test_an_object_value_with_a_field_that_looks_like_a_secret_is_refused(run_cli, raw_log):
+    """A secret nested in a JSON value is still a secret in the log."""
+    value = '{"smtp": {"user": "hr", "smtpPassword": "hunter2"}}'
+    result = run_cli("config", "set", "notify_email.transport", value)
+    assert result.exit_code == 1
+    assert "notify_email.transport has a field 'smtpPassword' that looks like a secret" in (
+        result.stderr
+    )
+    assert "hunter2" not in result.output
+    assert raw_log.count() == 0
