@@ -565,6 +565,7 @@ def log(app: App, since, types, streams, from_, to, actor_filter, all_programs, 
     from rmcore.when import OCCURRED_FORMAT, to_utc
 
     engine = app.engine()
+    check_event_types(engine, types)
     where = EventFilter(
         since=since,
         program=None if all_programs else app.program,
@@ -593,6 +594,29 @@ def log(app: App, since, types, streams, from_, to, actor_filter, all_programs, 
 
 
 FOLLOW_POLL_SECONDS = 0.5
+
+
+def check_event_types(engine: Engine, types: tuple[str, ...]) -> None:
+    """Refuse (usage error, exit 2) an event type that no installed code registers and the
+    log does not hold, naming the known types: a typo must not look like "no events"."""
+    from rmcore import queries
+
+    known = set(engine.registry.names())
+    unknown = [t for t in dict.fromkeys(types) if t not in known]
+    if unknown:  # a type recorded by a plugin no longer installed is still a real one
+        recorded = queries.recorded_types(engine.conn, unknown)
+        unknown = [t for t in unknown if t not in recorded]
+    if not unknown:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(unknown[0], sorted(known), n=1, cutoff=0.5)
+    raise click.BadParameter(
+        f"no event type is called {', '.join(map(repr, unknown))}"
+        + (f" (did you mean {close[0]}?)" if close else "")
+        + f"; the known types are {', '.join(sorted(known))}",
+        param_hint="--type",
+    )
 
 
 @cli.command("export")

@@ -214,6 +214,18 @@ def mostly_program(conn: sqlite3.Connection, program: str, share: float = 0.2) -
     return bool(row and row[1] and row[0] >= share * row[1])
 
 
+def recorded_types(conn: sqlite3.Connection, types: list[str]) -> set[str]:
+    """Which of ``types`` occur in the log (any program). The type column has no index:
+    callers ask only about names the registry does not know, a rare path."""
+    if not types:
+        return set()
+    rows = conn.execute(
+        f"SELECT DISTINCT type FROM events WHERE type IN ({', '.join('?' * len(types))})",
+        types,
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
 def program_position(conn: sqlite3.Connection, program: str) -> int:
     """The position of the program's last event (0 if it has none)."""
     row = conn.execute(

@@ -457,7 +457,7 @@ def log_bytes(run_cli, *args: str, db: Path | None = None) -> bytes:
         ("--all-programs", "--actor", "coach-amy"),
         ("--from", "2025-02-01", "--to", "2025-02-20"),
         ("--program", "pilot-b"),
-        ("--all-programs", "--type", "no_such_type"),
+        ("--all-programs", "--type", "forgotten"),
     ],
     ids=lambda args: " ".join(args) or "default",
 )

@@ -8,8 +8,16 @@ import json
 import os
 import sqlite3
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from attrs import frozen
+
+from rmcore import hookimpl
+from rmcore.cli import PLUGIN_MANAGER
+from rmcore.engine import Engine
+from rmcore.events import PairEvent
+from rmcore.plugins import make_plugin_manager
 
 # The fields each listing must carry (a listing may add more; every format shows the same).
 PEOPLE_FIELDS = {
@@ -200,6 +208,60 @@ def test_log_shows_one_program_unless_asked_for_all(run_cli, raw_log):
     assert all(e["program"] == "default" for e in log_lines(run_cli))
     assert [e["stream"] for e in log_lines(run_cli, program="spring")] == ["person:zoe"]
     assert len(log_lines(run_cli, "--all-programs")) == raw_log.count()
+
+
+@pytest.mark.parametrize("typo", ["session", "Session_held", "sessions_held"])
+def test_log_with_an_unknown_type_is_a_usage_error_naming_the_known_types(run_cli, typo):
+    """A typo in --type must not look like "no such events": exit 2 and say what exists."""
+    result = run_cli("log", "--type", "left", "--type", typo)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    # Only the unknown one is named (left is a real type), with the closest real one.
+    assert f"no event type is called {typo!r} (did you mean session_held?)" in result.stderr
+    assert "the known types are configured, feedback_given, forgotten" in result.stderr
+
+
+@frozen(kw_only=True)
+class MilestoneReached(PairEvent):
+    """An event type of a third-party plugin."""
+
+    type: ClassVar[str] = "acme_milestone_reached"
+    schema: ClassVar[int] = 1
+    milestone: str
+
+
+class Milestones:
+    """Registers MilestoneReached."""
+
+    @hookimpl
+    def rmcore_register_event_types(self, register):
+        """One event type."""
+        register(MilestoneReached)
+
+
+def test_log_accepts_a_type_that_a_loaded_plugin_registers(run_cli):
+    """No event of that type yet: an empty answer, not a usage error."""
+    plugin = Milestones()
+    PLUGIN_MANAGER.register(plugin, name="acme_milestones")
+    try:
+        result = run_cli("log", "--type", "acme_milestone_reached")
+    finally:
+        PLUGIN_MANAGER.unregister(plugin)
+    assert (result.exit_code, result.stdout, result.stderr) == (0, "", "")
+    assert run_cli("log", "--type", "acme_milestone_reached").exit_code == 2
+
+
+def test_log_accepts_a_type_the_log_holds_after_its_plugin_was_removed(run_cli, db_path):
+    """An auditor can still pick out the events a since-uninstalled plugin recorded."""
+    pm = make_plugin_manager(load_entry_points=False)
+    pm.register(Milestones(), name="acme_milestones")
+    event = MilestoneReached(pair_id="ada-grace", milestone="first month")
+    with Engine.open(db_path, pm=pm) as engine, engine.unit_of_work("default", actor="hr") as unit:
+        unit.record("2025-04-02T09:00:00Z", [event])
+    events = log_lines(run_cli, "--type", "acme_milestone_reached")
+    assert [(e["type"], e["data"]) for e in events] == [
+        ("acme_milestone_reached", {"pair_id": "ada-grace", "milestone": "first month"})
+    ]
 
 
 # Database files
