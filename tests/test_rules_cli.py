@@ -161,6 +161,15 @@ def test_pairing_beyond_the_mentors_capacity_is_refused(run_cli, raw_log):
     )
 
 
+def test_pairing_a_mentor_with_a_capacity_of_0_says_they_cannot_mentor(run_cli, raw_log):
+    """Not "already mentors 0 of a capacity of 0": the capacity itself is the reason."""
+    assert_accepted(run_cli, raw_log, (*ZOE, "--capacity", "0"))
+    stderr = assert_refused(
+        run_cli, raw_log, ("pair", "zoe", "ken"), "zoe has a capacity of 0 and cannot mentor"
+    )
+    assert "already mentors" not in stderr
+
+
 def test_pairing_a_mentee_who_already_has_an_active_mentor_is_refused(run_cli, raw_log):
     """grace is mentored by ada; a second mentor waits until that pair ends."""
     assert_refused(
