@@ -76,15 +76,21 @@ def import_command(app, file, ignore_extra, leave_missing, dry_run, quiet, at, i
 
 @contextmanager
 def _readable(file: str) -> Iterator[str]:
-    """The file to import: ``-`` is standard input, copied to a private temporary file
-    first (the import reads its file more than once)."""
-    if file != "-":
-        yield file
+    """The file to import. Standard input (``-``) and other streams, such as a pipe named
+    ``/dev/stdin`` or a shell's ``<(...)``, are copied to a private temporary file first:
+    the import reads its file more than once."""
+    stream = Path(file)
+    if file != "-" and (not stream.exists() or stream.is_file() or stream.is_dir()):
+        yield file  # the import itself says what is wrong with a missing file
         return
     with tempfile.TemporaryDirectory(prefix="rmcore-import-") as folder:
-        path = Path(folder) / "stdin"
+        path = Path(folder) / ("stdin" if file == "-" else stream.name)
         with path.open("wb") as out:
-            shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+            if file == "-":
+                shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+            else:
+                with stream.open("rb") as source:
+                    shutil.copyfileobj(source, out, 1 << 20)
         yield str(path)
 
 

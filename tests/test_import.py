@@ -746,6 +746,21 @@ def test_a_file_read_from_standard_input_imports_as_the_file_does(db_path, run_c
     assert "0 joined, 0 updated, 6 unchanged" in again.stdout
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
+def test_a_named_pipe_imports_as_the_file_does(db_path, run_cli, tmp_path):
+    pipe = tmp_path / "hr-pipe"
+    os.mkfifo(pipe)
+    text = "".join(f"{line}\n" for line in BASE)
+    writer = threading.Thread(target=pipe.write_text, args=(text,), kwargs={"encoding": "utf-8"})
+    writer.start()
+    result = run_cli("import", str(pipe), "--at", "2026-01-05")
+    writer.join(timeout=10)
+    assert result.exit_code == 0, result.output
+    assert "6 joined" in result.stdout
+    again = run_cli("import", str(write(tmp_path / "hr.csv", *BASE)), "--at", "2026-01-05")
+    assert "0 joined, 0 updated, 6 unchanged" in again.stdout
+
+
 def test_json_lines_import_accepts_arrays_and_numbers(db_path, run_cli, raw_log, tmp_path):
     rows = [
         {"person_id": "mei", "name": "Mei Tanaka", "email": "mei@example.org", "role": "both",
