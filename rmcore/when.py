@@ -10,6 +10,9 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta, timezone
 
 OCCURRED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+# The earliest moment accepted: every date from here on has a four-digit year, which
+# keeps text order equal to time order (and no date arithmetic near year 1 overflows).
+EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)
 
 
 class WhenError(ValueError):
@@ -33,7 +36,13 @@ def to_utc(text: str) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+    try:
+        moment = parsed.astimezone(timezone.utc)
+    except OverflowError:
+        raise WhenError(f"{text!r} is outside the calendar rmcore can count in") from None
+    if moment < EARLIEST:
+        raise WhenError(f"{text!r} is before 1900; rmcore records dates from 1900 on")
+    return moment
 
 
 def parse_occurred(text: str | None, *, now: datetime | None = None) -> str:

@@ -409,6 +409,38 @@ def test_a_date_in_the_future_is_refused(run_cli, raw_log):
     )
 
 
+@pytest.mark.parametrize(
+    ("command", "date"),
+    [
+        (("session", "ada-grace", "--minutes", "30"), "0999-06-01"),
+        (("end-pair", "ada-grace", "--reason", "done"), "1899-12-31T23:59:59Z"),
+        (("leave", "tom", "--reason", "moved"), "0001-01-01"),
+    ],
+)
+def test_a_date_before_1900_is_refused_so_every_stored_date_sorts_as_text(
+    run_cli, raw_log, command, date
+):
+    """Years below 1000 would be stored without their leading zeros, and 999 sorts after
+    2026 as text: the rules comparing dates would let a session precede its pair."""
+    assert_refused(run_cli, raw_log, (*command, "--at", date), f"'{date}' is before 1900")
+
+
+@pytest.mark.parametrize("date", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-05:00"])
+def test_a_date_whose_utc_time_leaves_the_calendar_is_refused(run_cli, raw_log, date):
+    assert_refused(
+        run_cli,
+        raw_log,
+        ("leave", "tom", "--reason", "moved", "--at", date),
+        "outside the calendar rmcore can count in",
+    )
+
+
+def test_reports_and_listings_take_the_calendar_s_last_day(run_cli):
+    for args in (("log", "--to", "9999-12-31"), ("kpi", "--as-of", "9999-12-31")):
+        result = run_cli(*args)
+        assert result.exit_code == 0, (args, result.output)
+
+
 def test_a_date_time_with_an_offset_is_stored_in_utc(run_cli, raw_log):
     """14:30 at +02:00 is 12:30Z."""
     assert_accepted(
