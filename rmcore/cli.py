@@ -75,10 +75,22 @@ class RmcoreGroup(click.Group):
             raise
         except Exception as exc:
             if not isinstance(exc, user_errors()):
-                raise
+                owner = PLUGIN_COMMANDS.get(ctx.invoked_subcommand or "")
+                if owner is None:
+                    raise
+                # A plugin's own command failed: name the plugin, as a failing hook does.
+                raise click.ClickException(
+                    f"`{ctx.invoked_subcommand}` of plugin {owner} failed: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from None
             import sqlite3
 
             if isinstance(exc, sqlite3.DatabaseError):
+                if "readonly" in str(exc) and isinstance(ctx.obj, App):
+                    raise click.ClickException(
+                        f"cannot write {ctx.obj.db_path}: the database file (or its folder) "
+                        f"is read-only for this user ({exc})"
+                    ) from None
                 raise click.ClickException(f"database error: {exc}") from None
             raise click.ClickException(str(exc)) from None
 
@@ -122,6 +134,24 @@ def default_actor() -> str:
         return getpass.getuser()
     except Exception:
         return "unknown"
+
+
+def name_problem(label: str, value: str | None) -> str | None:
+    """What is wrong with a program or actor name given on the command line or in the
+    environment, or None: it is recorded in every event, and printed back."""
+    if value is None:
+        return None
+    if not value.strip():
+        return f"the {label} name is empty"
+    if value != value.strip():
+        return f"the {label} name {value!r} starts or ends with a space"
+    if any("\udc80" <= char <= "\udcff" for char in value):
+        return f"the {label} name is not valid UTF-8 text"
+    if not value.isprintable():
+        return f"the {label} name {value!r} holds a control or invisible formatting character"
+    if len(value) > 200:
+        return f"the {label} name is longer than 200 characters"
+    return None
 
 
 def split_list(value: str | None) -> tuple[str, ...]:
@@ -194,6 +224,13 @@ def cli(ctx: click.Context, db_path: str, program: str, actor: str | None, disab
                 f"no installed plugin is called {', '.join(sorted(unknown))}",
                 param_hint=hint or "RMCORE_DISABLE_PLUGINS",
             )
+    for label, hint, value in (
+        ("program", "--program / RMCORE_PROGRAM", program),
+        ("actor", "--actor / RMCORE_ACTOR", actor),
+    ):
+        problem = name_problem(label, value)
+        if problem:
+            raise click.BadParameter(problem, param_hint=hint)
     owner = PLUGIN_COMMANDS.get(ctx.invoked_subcommand or "")
     if owner in disable_plugin:
         raise click.UsageError(
@@ -830,7 +867,7 @@ def verify(app: App, print_anchor: bool, against: str | None, deep: bool, chain_
     from rmcore import audit
 
     anchor = None
-    if against:
+    if against is not None:  # an empty anchor is a mistake, not "no anchor"
         try:
             anchor = audit.parse_anchor(against)
         except ValueError as exc:

@@ -262,7 +262,9 @@ def check_person_id(value: str, label: str = "person id") -> None:
 
 def check_email(value: str) -> None:
     """A well-formed single address (no display name, no spaces)."""
-    if len(value) > 254 or not EMAIL.fullmatch(value):
+    if len(value) > 254:
+        raise DomainError("email is longer than 254 characters")
+    if not EMAIL.fullmatch(value) or not value.isprintable():
         raise DomainError(f"email {value!r} is not a well-formed address like ada@example.org")
 
 
@@ -275,6 +277,8 @@ def check_list(label: str, values: tuple[str, ...]) -> None:
 
 
 def _require_person(state: State, person_id: str, label: str = "") -> Person:
+    if not person_id.strip():
+        raise DomainError(f"the {label or 'person '}id is empty")
     person = state.person(person_id)
     if person is None:
         raise DomainError(f"{label}{person_id} has not joined this program")
@@ -504,10 +508,10 @@ def _not_before_activity(state: State, pair: Pair, at: str, what: str) -> None:
 
 def decide_pair(state: State, cmd: MakePair) -> list[Event]:
     """Both active, right roles, different people, no manager line, capacity left."""
-    if cmd.mentor_id == cmd.mentee_id:
-        raise DomainError(f"{cmd.mentor_id} cannot be paired with themselves")
     mentor = _require_active_person(state, cmd.mentor_id, "mentor ")
     mentee = _require_active_person(state, cmd.mentee_id, "mentee ")
+    if cmd.mentor_id == cmd.mentee_id:
+        raise DomainError(f"{cmd.mentor_id} cannot be paired with themselves")
     if not mentor.can_mentor:
         raise DomainError(f"{mentor.person_id} joined as a {mentor.role} and cannot mentor")
     if not mentee.can_be_mentored:

@@ -228,7 +228,7 @@ def test_an_anchor_from_another_database_fails(populated_db: Path, run_cli, tmp_
 @pytest.mark.parametrize(
     "text",
     ["nonsense", "12", f"12{'a' * 64}", f"0:{'a' * 64}", f"-3:{'a' * 64}", f"3:{'a' * 63}",
-     f"3:{'g' * 64}", f"x:{'a' * 64}", ":"],
+     f"3:{'g' * 64}", f"x:{'a' * 64}", ":", ""],
 )  # fmt: skip
 def test_a_malformed_anchor_is_a_usage_error(populated_db: Path, run_cli, text: str):
     """Exit 2 naming --against; nothing is verified."""

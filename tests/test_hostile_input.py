@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import ACTOR
+from conftest import ACTOR, read_event_count
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -401,3 +401,28 @@ def test_a_latin_1_byte_in_a_real_command_line_gives_a_message_not_a_traceback(t
 def test_values_beyond_json_and_sqlite_are_refused_with_a_message(template, scratch, args):
     """Non-finite numbers, JSON nested thousands deep, positions past 64 bits."""
     check_hostile(template, scratch, args)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (b"RMCORE_PROGRAM", b"\xff", "the program name is not valid UTF-8 text"),
+        (b"RMCORE_PROGRAM", b" ", "the program name is empty"),
+        (b"RMCORE_PROGRAM", b"default ", "starts or ends with a space"),
+        (b"RMCORE_PROGRAM", "a\u202eb".encode(), "control or invisible formatting character"),
+        (b"RMCORE_ACTOR", b"\xff", "the actor name is not valid UTF-8 text"),
+    ],
+)
+def test_a_program_or_actor_from_the_environment_that_cannot_be_recorded_is_a_usage_error(
+    populated_db: Path, variable: bytes, value: bytes, message: str
+):
+    before = read_event_count(populated_db)
+    environment = {**os.environb, variable: value}
+    result = subprocess.run(
+        [sys.executable, "-m", "rmcore", "--db", str(populated_db), "config", "set", "a.b", "1"],
+        env=environment, capture_output=True, timeout=60,
+    )  # fmt: skip
+    stderr = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 2, stderr
+    assert message in stderr and "Traceback" not in stderr
+    assert read_event_count(populated_db) == before

@@ -75,3 +75,31 @@ def test_plugins_can_be_filtered_by_hook(run_cli):
     assert all("rmcore_kpis" in row["hooks"] for row in rows)
     assert "matching_skills" not in [row["name"] for row in rows]
     assert run_cli("plugins", "--hook", "rmcore_nope").exit_code == 2
+
+
+COMMAND_RAISES = """
+import click
+from rmcore import hookimpl
+
+@click.command("tally")
+def tally():
+    \"\"\"Count something.\"\"\"
+    raise ValueError("the tally setting must be a number")
+
+@hookimpl
+def rmcore_register_commands(cli):
+    cli.add_command(tally)
+"""
+
+
+def test_a_plugin_command_that_fails_names_its_plugin_without_a_traceback(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    install(site, "acme_tally", COMMAND_RAISES)
+    assert rmcore(site, "--db", str(tmp_path / "rmcore.db"), "init").returncode == 0
+    result = rmcore(site, "--db", str(tmp_path / "rmcore.db"), "tally")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "Error: `tally` of plugin acme_tally failed: "
+        "ValueError: the tally setting must be a number\n"
+    )

@@ -441,6 +441,38 @@ def test_reports_and_listings_take_the_calendar_s_last_day(run_cli):
         assert result.exit_code == 0, (args, result.output)
 
 
+@pytest.mark.parametrize(
+    "email",
+    [
+        "zoe\x01@example.org",
+        "zoe\x7f@example.org",
+        "zoe\u202e@example.org",
+        "zoe\u00a0@example.org",
+    ],
+)
+def test_an_email_with_control_or_invisible_characters_is_refused(run_cli, raw_log, email):
+    args = ("join", "zoe", "--name", "Zoe", "--email", email, "--role", "mentor")
+    assert_refused(run_cli, raw_log, args, "is not a well-formed address")
+
+
+def test_a_very_long_email_is_refused_without_being_echoed(run_cli, raw_log):
+    args = ("join", "zoe", "--name", "Zoe", "--email", "z" * 5000 + "@x.org", "--role", "mentor")
+    stderr = assert_refused(run_cli, raw_log, args, "email is longer than 254 characters")
+    assert len(stderr) < 200
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("forget", ""), "the person id is empty"),
+        (("pair", "", ""), "the mentor id is empty"),
+        (("leave", " ", "--reason", "x"), "the person id is empty"),
+    ],
+)
+def test_an_empty_id_is_named_as_empty(run_cli, raw_log, args, message):
+    assert_refused(run_cli, raw_log, args, message)
+
+
 def test_a_date_time_with_an_offset_is_stored_in_utc(run_cli, raw_log):
     """14:30 at +02:00 is 12:30Z."""
     assert_accepted(
