@@ -282,7 +282,8 @@ def parse_value(raw: str) -> Any:
     return value
 
 
-@config.command("set")
+# A negative number is a value, not an unknown option (`config set kpi.offset -1`).
+@config.command("set", context_settings={"ignore_unknown_options": True})
 @click.argument("key")
 @click.argument("value")
 @at_option

@@ -296,3 +296,10 @@ def test_an_object_value_with_a_field_that_looks_like_a_secret_is_refused(run_cl
     )
     assert "hunter2" not in result.output
     assert raw_log.count() == 0
+
+
+def test_a_negative_number_is_a_value_not_an_option(run_cli):
+    assert run_cli("config", "set", "kpi.offset", "-1").exit_code == 0
+    assert run_cli("config", "get", "kpi.offset").stdout == "-1\n"
+    typo = run_cli("config", "set", "kpi.offset", "2", "--att", "2026-01-01")
+    assert typo.exit_code == 2  # an option misspelt is still a usage error
