@@ -10,8 +10,10 @@ from pathlib import Path
 from rmcore import db
 from rmcore.commands import DomainError
 from rmcore.engine import Engine
+from rmcore.output import check_new_target, publish, remove_scratch, scratch_file
 
 PAGES_PER_STEP = 1024
+EXISTS_HINT = "back up to a new file"
 
 
 def backup(
@@ -23,23 +25,26 @@ def backup(
     writer changed, so writers never wait for the backup and the backup never sees half
     of a command.
     """
-    out = Path(out)
-    if out.exists():
-        raise DomainError(f"{out} already exists; back up to a new file")
-    os.close(os.open(out, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-    target = sqlite3.connect(db.file_name(out))
+    out = check_new_target(out, EXISTS_HINT)
+    fd, scratch = scratch_file(out)  # written under a temporary name, named when complete
+    os.close(fd)
     try:
-        engine.conn.backup(
-            target,
-            pages=PAGES_PER_STEP,
-            progress=(lambda status, remaining, total: progress(total - remaining, total))
-            if progress
-            else None,
-        )
-        target.execute("PRAGMA journal_mode = WAL")
-    except BaseException:
-        target.close()
-        out.unlink(missing_ok=True)
+        target = sqlite3.connect(db.file_name(scratch))
+        try:
+            engine.conn.backup(
+                target,
+                pages=PAGES_PER_STEP,
+                progress=(lambda status, remaining, total: progress(total - remaining, total))
+                if progress
+                else None,
+            )
+            target.execute("PRAGMA journal_mode = WAL")
+        finally:
+            target.close()
+        publish(scratch, out, EXISTS_HINT)
+    except BaseException as exc:
+        remove_scratch(scratch)
+        if isinstance(exc, sqlite3.OperationalError):
+            raise DomainError(f"cannot write {out}: {exc}") from None
         raise
-    target.close()
     return out

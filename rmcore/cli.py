@@ -674,8 +674,7 @@ def export_command(app: App, out: str, all_programs: bool, keys_out: str | None)
     from pathlib import Path
 
     from rmcore import audit
-    from rmcore.personal import export_keys
-    from rmcore.transfer import export_log
+    from rmcore.transfer import export_files
 
     engine = app.engine()
     for path in (out, keys_out):
@@ -685,10 +684,9 @@ def export_command(app: App, out: str, all_programs: bool, keys_out: str | None)
         raise click.UsageError("--keys-out must be another file than --out")
     program = None if all_programs else app.program
     with progress_bar("Exporting", audit.event_count(engine)) as bar:
-        count = export_log(engine, out, program=program, progress=bar.update)
+        count, keys = export_files(engine, out, keys_out, program=program, progress=bar.update)
     click.echo(f"Exported {count} events to {out}.")
     if keys_out:
-        keys = export_keys(engine.conn, keys_out, program)
         click.echo(f"Wrote {keys} keys to {keys_out}: keep it apart from the export, and "
                    "delete it once imported.")  # fmt: skip
 

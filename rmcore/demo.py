@@ -13,12 +13,14 @@ the demo records nothing; importing it into a new database starts a program with
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import random
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import IO
 
 from attrs import frozen
 
@@ -136,7 +138,7 @@ def write_organisation(path: Path, people: int, rng: random.Random, start: datet
         candidates = managers.get(row["department"], [])
         if row["generation"] != "tenured" and candidates and rng.random() < 0.7:
             row["manager_id"] = rng.choice(candidates)
-    with path.open("w", newline="", encoding="utf-8") as handle:
+    with _owner_only(path) as handle:
         writer = csv.DictWriter(handle, fieldnames=EXPORT_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
@@ -152,12 +154,21 @@ def write_active_people(engine: Engine, program: str, path: Path, order: list[st
         key=lambda p: (rank.get(p.person_id, len(rank)), p.person_id),
     )
     partial = path.with_name(f"{path.name}.partial")
-    with partial.open("w", newline="", encoding="utf-8") as handle:
+    with _owner_only(partial) as handle:
         writer = csv.writer(handle)
         writer.writerow(EXPORT_COLUMNS)
         writer.writerows(_export_row(person) for person in people)
     os.replace(partial, path)
     return len(people)
+
+
+def _owner_only(path: Path) -> IO[str]:
+    """``path`` opened for writing as a CSV file readable by its owner only, like the
+    database: the HR export holds names and emails."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()  # a leftover keeps its mode; a new file gets 0600
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    return os.fdopen(fd, "w", newline="", encoding="utf-8")
 
 
 def _export_row(person: Person) -> tuple:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,18 +51,30 @@ def demo(app, people: int, months: int, seed: int, force: bool) -> None:
     for path in (db, Path(f"{db}-wal"), Path(f"{db}-shm"), export):
         if path.exists():
             os.unlink(path)
-    engine = app.engine(create=True)
-    click.echo(f"Building a {months}-month program for {people} people (seed {seed})...", err=True)
+    built = (db, Path(f"{db}-wal"), Path(f"{db}-shm"), Path(f"{db}-journal"), export,
+             export.with_name(f"{export.name}.partial"))  # fmt: skip
+    try:
+        engine = app.engine(create=True)
+        click.echo(
+            f"Building a {months}-month program for {people} people (seed {seed})...", err=True
+        )
 
-    def match(engine: Engine, program: str, at: str) -> int:
-        result = matching.propose(engine, program)
-        matching.apply(engine, result, actor=app.actor, at=at)
-        return len(result.proposals)
+        def match(engine: Engine, program: str, at: str) -> int:
+            result = matching.propose(engine, program)
+            matching.apply(engine, result, actor=app.actor, at=at)
+            return len(result.proposals)
 
-    summary = builder.build_demo(
-        engine, app.program, people=people, months=months, seed=seed, export=export,
-        actor=app.actor, match=match,
-    )  # fmt: skip
+        summary = builder.build_demo(
+            engine, app.program, people=people, months=months, seed=seed, export=export,
+            actor=app.actor, match=match,
+        )  # fmt: skip
+    except BaseException:
+        # Interrupted (Ctrl-C) or failed: a half-built demo must not block the rerun.
+        app.close()
+        for path in built:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        raise
     click.echo(
         f"Built program '{app.program}' in {db}: {summary.people} people, {summary.pairs} pairs, "
         f"{summary.sessions} sessions, {summary.feedback} feedback, {summary.left} leavers "

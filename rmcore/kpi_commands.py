@@ -104,7 +104,7 @@ def pivot(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
     "--out",
     required=True,
     type=click.Path(dir_okay=False),
-    help="The HTML file to write (replaced if it exists).",
+    help="The HTML file to write (an existing file is replaced).",
 )
 @click.option(
     "--from",
@@ -124,11 +124,16 @@ def report(app, out: str, start: str | None, end: str | None) -> None:
     from rmcore.kpis import KpiError
     from rmcore.report import build_report
 
+    if not out:
+        raise click.BadParameter("is empty; name the HTML file to write", param_hint="--out")
+    target = Path(out)
+    if os.path.lexists(target) and not target.is_file():
+        # A device, pipe or socket there is not a report to replace (``/dev/full`` was).
+        raise click.ClickException(f"cannot write {out}: it is not a regular file")
     try:
         html = build_report(app.engine(), app.program, start=start, end=end)
     except KpiError as exc:
         raise click.ClickException(str(exc)) from None
-    target = Path(out)
     folder = target.parent if str(target.parent) else Path(".")
     try:
         fd, scratch = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=folder)
@@ -138,8 +143,11 @@ def report(app, out: str, start: str | None, end: str | None) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(html)
         os.chmod(scratch, 0o644)
+        # An existing regular file is replaced whole, never half-written.
         os.replace(scratch, target)
-    except BaseException:
+    except BaseException as exc:
         Path(scratch).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise click.ClickException(f"cannot write {out}: {exc.strerror}") from None
         raise
     click.echo(f"Report for program {app.program} written to {out}")

@@ -1,12 +1,21 @@
-"""Writing listings as an aligned table, a JSON array or CSV."""
+"""Writing listings as an aligned table, a JSON array or CSV, and new output files.
+
+A command that writes a file (``export``, ``backup``, ``report``) writes it under a
+temporary name in the target's folder and puts it in place only once it is complete, so
+a failure or Ctrl-C midway leaves nothing behind and a rerun is not refused.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import json
+import os
 import sys
 from collections.abc import Iterable, Sequence
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, Any, NoReturn
 
 import click
 
@@ -95,3 +104,73 @@ def _csv_cell(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
     return "" if value is None else value
+
+
+def refuse(message: str) -> NoReturn:
+    """Raise a refusal the CLI shows as ``Error: message`` (exit 1)."""
+    from rmcore.commands import DomainError  # not at import: a bare start stays light
+
+    raise DomainError(message)
+
+
+def check_new_target(out: str | os.PathLike, exists_hint: str) -> Path:
+    """``out`` as a path that names a file to create, or a refusal: empty, already there
+    (``exists_hint`` says what to do), or in a folder that is missing or not a folder."""
+    if not os.fspath(out):
+        refuse("the output file name is empty; name a file to write")
+    path = Path(out)
+    if os.path.lexists(path):
+        refuse(f"{out} already exists; {exists_hint}")
+    folder = path.parent
+    if not folder.is_dir():
+        reason = "No such file or directory" if not os.path.lexists(folder) else "Not a directory"
+        refuse(f"cannot create {out}: {reason}")
+    return path
+
+
+def scratch_name(out: Path) -> Path:
+    """A fresh temporary name in ``out``'s folder for the file that becomes ``out``."""
+    return out.with_name(f".{out.name}.{os.urandom(4).hex()}.tmp")
+
+
+def scratch_file(out: Path, mode: int = 0o600) -> tuple[int, Path]:
+    """Create a new empty temporary file (``mode``) next to ``out``: (descriptor, path)."""
+    while True:
+        scratch = scratch_name(out)
+        try:
+            return os.open(scratch, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode), scratch
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            refuse(f"cannot create {out}: {exc.strerror}")
+
+
+def remove_scratch(scratch: Path) -> None:
+    """Remove a temporary file and any SQLite side files it has; missing ones are fine."""
+    for path in (scratch, Path(f"{scratch}-wal"), Path(f"{scratch}-shm"),
+                 Path(f"{scratch}-journal")):  # fmt: skip
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+
+
+def publish(scratch: Path, out: Path, exists_hint: str) -> None:
+    """Give the complete ``scratch`` its final name ``out``, never replacing a file there
+    (refused with ``exists_hint``); ``scratch`` is gone afterwards either way."""
+    try:
+        try:
+            os.link(scratch, out)
+        except FileExistsError:
+            refuse(f"{out} already exists; {exists_hint}")
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK,
+                                 errno.ENOSYS):  # fmt: skip
+                refuse(f"cannot create {out}: {exc.strerror}")
+            # A file system without hard links: rename, after checking nothing is there.
+            if os.path.lexists(out):
+                refuse(f"{out} already exists; {exists_hint}")
+            try:
+                os.replace(scratch, out)
+            except OSError as exc2:
+                refuse(f"cannot create {out}: {exc2.strerror}")
+    finally:
+        remove_scratch(scratch)

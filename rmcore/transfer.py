@@ -25,7 +25,15 @@ from rmcore.commands import DomainError
 from rmcore.delivery import mark_imported
 from rmcore.engine import Engine
 from rmcore.memory import scratch_in_memory
-from rmcore.personal import KeyFileError, import_keys
+from rmcore.output import (
+    check_new_target,
+    publish,
+    refuse,
+    remove_scratch,
+    scratch_file,
+    scratch_name,
+)
+from rmcore.personal import KeyFileError, export_keys, import_keys
 from rmcore.projections import rebuild
 from rmcore.queries import mostly_program
 from rmcore.store import (
@@ -56,6 +64,9 @@ class ImportSummary:
     skipped: int
 
 
+EXISTS_HINT = "export to a new file"
+
+
 def export_log(
     engine: Engine,
     out: str | Path,
@@ -63,14 +74,67 @@ def export_log(
     program: str | None,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Write the program's events (or every program's, with ``program=None``) to ``out``."""
-    out = Path(out)
+    """Write the program's events (or every program's, with ``program=None``) to ``out``,
+    a new file; returns how many events it holds."""
+    return export_files(engine, out, None, program=program, progress=progress)[0]
+
+
+def export_files(
+    engine: Engine,
+    out: str | Path,
+    keys_out: str | Path | None,
+    *,
+    program: str | None,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[int, int]:
+    """Write the export to ``out`` and, given ``keys_out``, its keys there: (events, keys).
+
+    Both targets are checked before anything is written, each is written under a
+    temporary name next to it, and both get their names only once both are complete; on
+    any failure (or Ctrl-C) neither file is left behind.
+    """
+    targets = [check_new_target(out, EXISTS_HINT)]
+    if keys_out is not None:
+        targets.append(check_new_target(keys_out, EXISTS_HINT))
+        if targets[1].resolve() == targets[0].resolve():
+            refuse("--keys-out must be another file than --out")
+    scratches: list[Path] = []
+    published: list[Path] = []
+    try:
+        fd, scratch = scratch_file(targets[0])
+        scratches.append(scratch)
+        try:
+            count = _write_export(engine, fd, program, progress)
+        except OSError as exc:
+            refuse(f"cannot write {out}: {exc.strerror}")
+        keys = 0
+        if keys_out is not None:
+            scratches.append(scratch_name(targets[1]))
+            try:
+                keys = export_keys(engine.conn, scratches[1], program)
+            except OSError as exc:
+                refuse(f"cannot create {keys_out}: {exc.strerror}")
+        for scratch, target in zip(scratches, targets):
+            publish(scratch, target, EXISTS_HINT)
+            published.append(target)
+    except BaseException:
+        for path in scratches:
+            remove_scratch(path)
+        for path in published:
+            path.unlink(missing_ok=True)
+        raise
+    return count, keys
+
+
+def _write_export(
+    engine: Engine, fd: int, program: str | None, progress: Callable[[int], None] | None
+) -> int:
+    """Write the export's lines to the open file ``fd`` (closed after); returns the events."""
     digest = hashlib.sha256()
     count = 0
     head = engine.store.head()[0]
     # Owner-only, like the database: an export names people by id and holds their profiles.
-    with os.fdopen(os.open(out, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600), "w",
-                   encoding="utf-8") as handle:  # fmt: skip
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
         header = {"format": FORMAT, "version": VERSION, "program": program,
                   "exported_at": utc_now(), "source_head": head}  # fmt: skip
         handle.write(json.dumps(header) + "\n")
@@ -89,6 +153,8 @@ def export_log(
                 progress(len(rows))
         handle.write(json.dumps({"end": True, "events": count, "digest": digest.hexdigest()}))
         handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
     return count
 
 
@@ -161,8 +227,13 @@ def import_log(
             programs.update(event.program for event in stored)
             pending = []
 
-        with path.open(encoding="utf-8") as handle:
-            for line_number, line in enumerate(handle, start=1):
+        with path.open("rb") as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise TransferError(f"{path} is not a JSON-lines export (line "
+                                        f"{line_number} is not UTF-8 text)") from None  # fmt: skip
                 if trailer is not None:
                     raise TransferError(f"line {line_number}: text after the end of the export")
                 try:

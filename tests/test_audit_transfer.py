@@ -617,3 +617,75 @@ def test_importing_a_missing_file_is_refused(populated_db: Path, run_cli, raw_lo
     assert result.exit_code == 1
     assert "absent.jsonl" in result.stderr
     assert raw_log.count() == before
+
+
+@pytest.mark.parametrize(
+    ("out", "reason"),
+    [
+        ("", "empty"),
+        ("missing-folder/x.jsonl", "No such file or directory"),
+        ("a-file/x.jsonl", "Not a directory"),
+    ],
+)
+def test_an_export_to_a_path_that_cannot_be_created_is_refused_naming_it(
+    populated_db: Path, run_cli, tmp_path: Path, monkeypatch, out: str, reason: str
+):
+    """A clear message and exit 1, never a traceback, and no file left anywhere."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run_cli("export", "--out", out)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert reason in result.stderr and out in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_an_interrupted_export_leaves_nothing_and_the_rerun_works(
+    populated_db: Path, run_cli, tmp_path: Path, monkeypatch
+):
+    """Ctrl-C after the first lines: no partial file blocks the next export."""
+    from rmcore.store import SQLiteEventStore
+
+    complete = SQLiteEventStore.json_lines
+
+    def interrupted(self, where, batch=5000):
+        yield next(complete(self, where, batch=3))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SQLiteEventStore, "json_lines", interrupted)
+    out = tmp_path / "moved.jsonl"
+    result = run_cli("export", "--out", str(out))
+    assert result.exit_code == 1
+    assert list(tmp_path.iterdir()) == [populated_db]
+    monkeypatch.setattr(SQLiteEventStore, "json_lines", complete)
+    again = run_cli("export", "--out", str(out))
+    assert again.exit_code == 0, again.output
+    target = fresh(run_cli, tmp_path / "target.db")
+    assert import_log(run_cli, out, target).exit_code == 0
+
+
+def test_importing_a_binary_file_is_refused_as_not_an_export(
+    populated_db: Path, run_cli, raw_log, tmp_path: Path
+):
+    """A database given by mistake: exit 1 naming the file and the line, nothing appended."""
+    target = fresh(run_cli, tmp_path / "target.db")
+    result = run_cli("import-log", str(populated_db), db=target)
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)
+    assert f"{populated_db} is not a JSON-lines export (line 1 is not UTF-8 text)" in result.stderr
+    assert raw_log.count(target) == 0
+
+
+def test_an_export_whose_key_file_cannot_be_created_writes_neither_file(
+    populated_db: Path, run_cli, tmp_path: Path
+):
+    """Both targets are checked first: the refusal leaves no export behind to block a rerun."""
+    (tmp_path / "a-file").write_text("not a folder")
+    out = tmp_path / "moved.jsonl"
+    result = run_cli("export", "--out", str(out), "--keys-out", str(tmp_path / "a-file" / "k"))
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)
+    assert "cannot create" in result.stderr and "Not a directory" in result.stderr
+    assert not out.exists()
+    assert export(run_cli, out)  # the rerun is not refused

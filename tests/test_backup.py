@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 WRITER = """
 import sys
 from rmcore.commands import Join
@@ -46,3 +48,51 @@ def test_a_backup_never_overwrites_a_file(run_cli, db_path: Path, tmp_path):
     assert result.exit_code == 1
     assert "already exists" in result.stderr
     assert out.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize(
+    ("out", "reason"),
+    [
+        ("", "empty"),
+        ("missing-folder/copy.db", "No such file or directory"),
+        ("a-file/copy.db", "Not a directory"),
+    ],
+)
+def test_a_backup_to_a_path_that_cannot_be_created_is_refused_naming_it(
+    run_cli, db_path: Path, tmp_path, monkeypatch, out: str, reason: str
+):
+    """A clear message and exit 1, never a traceback, and no file left anywhere."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("not a folder")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run_cli("backup", "--out", out)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert reason in result.stderr and out in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_an_interrupted_backup_is_never_under_its_name_and_the_rerun_works(
+    run_cli, populated_db: Path, tmp_path, monkeypatch
+):
+    """While the copy runs nothing is at --out yet (a killed backup leaves no half file
+    there); Ctrl-C midway leaves nothing, and the next backup works."""
+    from rmcore import backup, options
+
+    out = tmp_path / "copy.db"
+    seen_at_out: list[bool] = []
+
+    def interrupted(self, steps: int) -> None:
+        seen_at_out.append(out.exists())
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backup, "PAGES_PER_STEP", 1)
+    monkeypatch.setattr(options.Silent, "update", interrupted)
+    result = run_cli("backup", "--out", str(out))
+    assert result.exit_code == 1
+    assert seen_at_out == [False]
+    assert list(tmp_path.iterdir()) == [populated_db]
+    monkeypatch.undo()
+    again = run_cli("backup", "--out", str(out))
+    assert again.exit_code == 0, again.output
+    assert "the copy verifies" in again.stdout

@@ -258,3 +258,30 @@ def test_the_demo_export_reimported_into_the_demo_appends_nothing(options, demo_
     active = len(active_ids(demo_copy))
     assert f"0 joined, 0 updated, {active} unchanged, 0 left (0 events)" in result.stdout
     assert RawLog(demo_copy).rows() == before
+
+
+def test_the_demo_hr_export_is_readable_by_its_owner_only_like_the_database(demo):
+    """It holds names and emails."""
+    db, _ = demo
+    assert db.stat().st_mode & 0o777 == 0o600
+    assert export_of(db).stat().st_mode & 0o777 == 0o600
+
+
+def test_an_interrupted_demo_leaves_nothing_and_the_rerun_works_without_force(
+    tmp_path, monkeypatch
+):
+    """Ctrl-C once the people are imported: no half-built database that needs --force."""
+    from rmcore import demo as builder
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(builder, "simulate", interrupted)
+    db = tmp_path / "demo.db"
+    result = rmcore(db, "demo", "--people", "20", "--months", "1")
+    assert result.exit_code == 1
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    again = rmcore(db, "demo", "--people", "20", "--months", "1")
+    assert again.exit_code == 0, again.output
+    assert RawLog(db).query("SELECT count(*) FROM events WHERE type = 'joined'") == [(20,)]

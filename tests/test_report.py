@@ -256,3 +256,26 @@ def test_kpis_of_other_plugins_are_in_the_report(pilot_db):
         html = build_report(engine, PROGRAM, start="2025-03-01", end="2025-03-31")
     cell = next(e for e in ET.fromstring(html).iter("td") if e.get("data-kpi") == "acme_goals_met")
     assert cell.text == "25.0%"
+
+
+def test_a_report_over_something_that_is_not_a_regular_file_is_refused(pilot_db, tmp_path):
+    """A pipe (or a device such as /dev/full) at --out is left as it is, exit 1."""
+    import os
+    import stat
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    result = rmcore(pilot_db, "report", "--out", str(pipe))
+    assert result.exit_code == 1
+    assert f"cannot write {pipe}: it is not a regular file" in result.output
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
+
+
+def test_a_report_with_an_empty_out_is_a_usage_error(pilot_db, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = rmcore(pilot_db, "report", "--out", "")
+    assert result.exit_code == 2
+    assert isinstance(result.exception, SystemExit)
+    assert "--out" in result.output and "empty" in result.output
+    assert list(tmp_path.iterdir()) == []
