@@ -28,17 +28,27 @@ How delivery works (``rmcore notify`` drives it; see docs/notifications.md):
   removed) is passed over; a payload that cannot be decoded is a failure, reported.
 - Replays and rebuilds never read or write these tables: they are not read models.
   That is why ``rmcore replay`` never makes a notification go out again.
+- Before a run delivers anything, implementations marked with :func:`checks_settings`
+  (which take ``run``) are called once with ``event=None``, ``run.checking`` and
+  ``run.status_only`` set, inside a transaction that is rolled back: the moment to check
+  their settings and credentials. If one raises (or calls ``run.fail``), the run is
+  refused: nothing is delivered in that program and no checkpoint moves.
 - A dry run (and ``--status``) runs everything inside one transaction that is rolled
-  back at the end: checkpoints and plugin tables are left as they were.
+  back at the end: checkpoints and plugin tables are left as they were. ``--status``
+  writes nothing at all, so it works on a database file this user cannot write; a dry
+  run on such a file runs on a private temporary copy of it. A real run refuses a
+  read-only file before it starts.
 """
 
 from __future__ import annotations
 
 import itertools
 import sqlite3
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
@@ -116,6 +126,7 @@ class DeliveryReport:
     results: list[PluginResult] = field(factory=list)
     notes: list[tuple[str, str]] = field(factory=list)  # (plugin, text)
     counts: list[dict[str, Any]] = field(factory=list)
+    refused: bool = False  # a plugin's check failed: nothing was delivered
 
     @property
     def ok(self) -> bool:
@@ -133,10 +144,12 @@ class DeliveryRun:
     ``now`` is the business time of the run (``YYYY-MM-DDTHH:MM:SSZ``), ``options`` the
     settings given to ``rmcore notify`` (``smtp_url``, ``outbox``), ``dry_run`` and
     ``status_only`` say that nothing may be sent (the database changes are rolled back
-    anyway). ``say`` prints a line, ``fail`` reports a problem without stopping delivery
-    (the command then exits 1), ``count`` adds a row to ``rmcore notify --status``,
-    ``transaction`` is the way to write outside event delivery, and ``memo`` is scratch
-    space for the current plugin that lasts for the run.
+    anyway); ``checking`` marks the call before delivery, made with ``status_only`` set,
+    in which a plugin checks its settings and raises to refuse the run. ``say`` prints
+    a line, ``fail`` reports a problem without stopping delivery (the command then exits
+    1), ``count`` adds a row to ``rmcore notify --status``, ``transaction`` is the way to
+    write outside event delivery, and ``memo`` is scratch space for the current plugin
+    that lasts for the run.
     """
 
     def __init__(
@@ -153,6 +166,7 @@ class DeliveryRun:
         self.now = now
         self.dry_run = dry_run
         self.status_only = status_only
+        self.checking = False
         self.options: Mapping[str, Any] = dict(options or {})
         self.plugin = ""
         self._engine = engine
@@ -215,14 +229,48 @@ def savepoint(conn: sqlite3.Connection, name: str) -> Iterator[None]:
 
 
 @contextmanager
-def rolled_back(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction that is always rolled back (dry runs and ``--status``)."""
-    conn.execute("BEGIN IMMEDIATE")
+def rolled_back(conn: sqlite3.Connection, *, write: bool = True) -> Iterator[None]:
+    """A transaction that is always rolled back (dry runs, checks and ``--status``).
+
+    With ``write`` it takes the write lock at once; without, it starts as a read
+    transaction, which also works on a database file this user cannot write.
+    """
+    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
     try:
         yield
     finally:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+
+
+def writable(conn: sqlite3.Connection) -> bool:
+    """Whether this connection may write its database (False for a read-only file)."""
+    if conn.in_transaction:
+        raise RuntimeError("writable() needs a connection outside any transaction")
+    conn.execute("BEGIN")
+    try:
+        conn.execute("DELETE FROM delivery_checkpoints WHERE 0")  # a write that changes nothing
+    except sqlite3.OperationalError as exc:
+        if not getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY"):
+            raise
+        return False
+    finally:
+        conn.execute("ROLLBACK")
+    return True
+
+
+@contextmanager
+def private_copy(engine: Engine) -> Iterator[Engine]:
+    """An engine on a temporary copy of the database, removed afterwards (for dry runs)."""
+    from rmcore.engine import Engine
+
+    with tempfile.TemporaryDirectory(prefix="rmcore-preview-") as folder:
+        conn = sqlite3.connect(Path(folder) / "preview.db", isolation_level=None)
+        try:
+            engine.conn.backup(conn)
+            yield Engine(conn, engine.pm, path=engine.path)
+        finally:
+            conn.close()
 
 
 def now_text() -> str:
@@ -237,6 +285,17 @@ class Receiver:
     name: str
     call: Callable[..., Any]
     takes_run: bool
+    checks: bool = False  # marked with @checks_settings: called to check before delivery
+
+
+CHECKS_MARK = "rmcore_checks_settings"
+
+
+def checks_settings(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark an ``rmcore_on_event`` implementation that takes ``run`` as wanting the check
+    call before each run delivers anything (``run.checking``); see the module docstring."""
+    setattr(function, CHECKS_MARK, True)
+    return function
 
 
 def receivers(pm: pluggy.PluginManager) -> list[Receiver]:
@@ -247,7 +306,9 @@ def receivers(pm: pluggy.PluginManager) -> list[Receiver]:
     for impl in impls:
         others = [other.plugin for other in impls if other.plugin is not impl.plugin]
         caller = pm.subset_hook_caller(HOOK, remove_plugins=others)
-        found.append(Receiver(impl.plugin_name, caller, "run" in impl.argnames))
+        takes_run = "run" in impl.argnames
+        checks = takes_run and getattr(impl.function, CHECKS_MARK, False) is True
+        found.append(Receiver(impl.plugin_name, caller, takes_run, checks))
     return sorted(found, key=lambda r: r.name)
 
 
@@ -420,15 +481,59 @@ def deliver(
         raise DomainError(
             f"{engine.path} is a point-in-time copy; notifications go out from the live database"
         )
+    if not writable(engine.conn):
+        if not dry_run:
+            raise DomainError(
+                f"{engine.path} is read-only for this user: notify records what it delivers "
+                "there; run it as a user who may write the file (--dry-run and --status "
+                "work without writing)"
+            )
+        with private_copy(engine) as copy:
+            return deliver(copy, program, now=now, dry_run=True, from_now=from_now,
+                           options=options, batch=batch, progress=progress)  # fmt: skip
     report = DeliveryReport(program, dry_run=dry_run)
     run = DeliveryRun(engine, report, now=now or now_text(), dry_run=dry_run, options=options)
     found = receivers(engine.pm)
+    if _refused(engine, run, report, found):
+        return report
     if dry_run:
         with rolled_back(engine.conn):
             _run_all(engine, run, report, found, from_now, batch, progress)
     else:
         _run_all(engine, run, report, found, from_now, batch, progress)
     return report
+
+
+def _refused(
+    engine: Engine, run: DeliveryRun, report: DeliveryReport, found: list[Receiver]
+) -> bool:
+    """Ask each plugin taking ``run`` to check its settings; True (and the report says
+    why) if one refused. Runs in a transaction that is rolled back, before any delivery."""
+    checking = [receiver for receiver in found if receiver.checks]
+    if not checking:
+        return False
+    scratch = DeliveryReport(run.program)  # counts and notes of the check are not shown
+    check = DeliveryRun(engine, scratch, now=run.now, dry_run=run.dry_run, status_only=True,
+                        options=run.options)  # fmt: skip
+    check.checking = True
+    failed = []
+    with rolled_back(engine.conn, write=False):
+        config = engine.config(run.program)
+        for receiver in checking:
+            result = PluginResult(receiver.name, run.program)
+            check.plugin, check._result = receiver.name, result
+            try:
+                receiver.call(event=None, envelope=None, program=run.program, config=config,
+                              conn=engine.conn, run=check)  # fmt: skip
+            except Exception as exc:
+                result.failures.append(f"{HOOK} (check before delivery): {describe(exc)}")
+            if result.failures:
+                failed.append(result)
+    if not failed:
+        return False
+    report.refused = True
+    report.results = failed
+    return True
 
 
 def _run_all(
@@ -473,13 +578,14 @@ def status(
 ) -> DeliveryReport:
     """Counts for ``rmcore notify --status``: events per plugin, and what plugins add.
 
-    Changes nothing: plugins are asked inside a transaction that is rolled back.
+    Changes nothing: plugins are asked inside a read transaction that is rolled back,
+    so it also works on a database file this user cannot write.
     """
     report = DeliveryReport(program)
     run = DeliveryRun(engine, report, now=now or now_text(), status_only=True, options=options)
     conn = engine.conn
     found = receivers(engine.pm)
-    with rolled_back(conn):
+    with rolled_back(conn, write=False):
         saved = checkpoint_rows(conn, program)
         config = engine.config(program)
         for receiver in found:

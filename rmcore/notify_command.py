@@ -127,6 +127,11 @@ def _prefix(report: delivery.DeliveryReport, plugin: str, all_programs: bool) ->
 
 def _print_report(report: delivery.DeliveryReport, all_programs: bool) -> None:
     """One line per plugin: events delivered and where it started; then its notes."""
+    if report.refused:
+        where = f" in program {report.program}" if all_programs else ""
+        click.echo(f"Nothing was delivered{where} and no checkpoint moved: a plugin refused"
+                   " the run's settings, as follows.", err=True)  # fmt: skip
+        return
     if not report.results:
         click.echo("No installed plugin receives events (rmcore_on_event).")
     for result in report.results:

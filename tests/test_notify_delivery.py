@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from rmcore import audit, delivery, hookimpl, hookspecs
 from rmcore.cli import PLUGIN_MANAGER
-from rmcore.commands import Join, SetConfig
+from rmcore.commands import DomainError, Join, SetConfig
 from rmcore.engine import Engine
 from rmcore.plugins import make_plugin_manager
 from rmcore.store import NewEvent
@@ -334,3 +335,62 @@ def test_the_hook_signature_is_documented():
     """docs/notifications.md shows the hook exactly as specified."""
     arguments = ", ".join(inspect.signature(hookspecs.rmcore_on_event).parameters)
     assert f"rmcore_on_event({arguments})" in DOCS.read_text(encoding="utf-8")
+
+
+class Checker:
+    """Takes ``run`` and is marked to check its settings before each run delivers."""
+
+    def __init__(self, problem: str | None = None) -> None:
+        """Refuse every run with ``problem``, if given."""
+        self.problem = problem
+        self.checks = 0
+        self.events: list[int] = []
+
+    @hookimpl
+    @delivery.checks_settings
+    def rmcore_on_event(self, event, envelope, run) -> None:
+        """Refuse on the check call if told to; otherwise remember the events."""
+        if event is None and run.checking:
+            assert run.status_only  # a check sends nothing
+            self.checks += 1
+            if self.problem:
+                raise delivery.DeliveryError(self.problem)
+        elif event is not None:
+            self.events.append(envelope.position)
+
+
+def test_a_plugin_that_refuses_its_settings_stops_the_run_before_anything_is_delivered(
+    db_path, positions
+):
+    """A marked plugin raising in its check: no plugin gets an event, no checkpoint is made."""
+    checker = Checker("the webhook URL must start with https://")
+    with open_with(db_path, ("checker", checker), ("recorder", Recorder("seen"))) as engine:
+        report = delivery.deliver(engine, "default")
+        assert report.refused and not report.ok
+        assert report.failures() == [
+            ("checker", "rmcore_on_event (check before delivery): "
+                        "the webhook URL must start with https://"),
+        ]  # fmt: skip
+        assert seen(engine, "seen") == []
+        assert delivery.checkpoint_rows(engine.conn, "default") == {}
+        checker.problem = None
+        assert delivery.deliver(engine, "default").ok
+        assert seen(engine, "seen") == positions
+    assert checker.events == positions and checker.checks == 2
+
+
+def test_a_dry_run_on_a_database_it_may_not_write_previews_from_a_copy(db_path, positions):
+    """A connection that cannot write: the dry run still delivers (to a throwaway copy),
+    a real run is refused up front naming the file, and the file is left as it was."""
+    closer = Closer()
+    with open_with(db_path, ("closer", closer), ("recorder", Recorder("seen"))) as engine:
+        engine.conn.execute("PRAGMA query_only = 1")  # every write is refused, as read-only
+        report = delivery.deliver(engine, "default", dry_run=True)
+        assert report.ok, report.failures()
+        assert [r.delivered for r in report.results] == [5, 5]
+        assert report.notes == [("closer", "closing after 5 event(s)")]
+        with pytest.raises(DomainError, match=re.escape(f"{db_path} is read-only for this user")):
+            delivery.deliver(engine, "default")
+        engine.conn.execute("PRAGMA query_only = 0")
+        assert seen(engine, "seen") == []
+        assert delivery.checkpoint_rows(engine.conn, "default") == {}

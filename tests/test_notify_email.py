@@ -5,8 +5,12 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
+import shutil
 import socket
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -791,3 +795,142 @@ def test_all_programs_delivers_each_program_with_its_own_sender(run_cli, smtp_se
         ("autumn@example.org", "Welcome to autumn, Ada"),
         ("spring@example.org", "Welcome to spring, Ada"),
     ]
+
+
+# --- refusing before anything is delivered ---------------------------------------------
+
+
+def delivery_state(db_path: Path) -> tuple[list, list]:
+    """Every delivery checkpoint and every outbox row, to compare before and after."""
+    conn = sqlite3.connect(db_path)
+    try:
+        checkpoints = conn.execute(
+            "SELECT * FROM delivery_checkpoints ORDER BY plugin, program"
+        ).fetchall()
+        messages = conn.execute("SELECT * FROM notify_email_outbox ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    return checkpoints, messages
+
+
+NO_LOGIN = {"RMCORE_SMTP_USER": None, "RMCORE_SMTP_PASSWORD": None, "RMCORE_SMTP_URL": None}
+
+
+@pytest.mark.parametrize(
+    ("smtp", "env", "setting", "expected"),
+    [
+        ("nope", {}, None, "SMTP URL 'nope' must start with smtp://"),
+        ("{url}", {"RMCORE_SMTP_USER": "mailer"}, None,
+         "set both RMCORE_SMTP_USER and RMCORE_SMTP_PASSWORD, or neither"),
+        ("{url}", {"RMCORE_SMTP_PASSWORD": "s3cret"}, None,
+         "set both RMCORE_SMTP_USER and RMCORE_SMTP_PASSWORD, or neither"),
+        ("smtp://mail.example.org", {"RMCORE_SMTP_USER": "mailer", "RMCORE_SMTP_PASSWORD": "pw"},
+         None, "refusing to send the SMTP password unencrypted"),
+        ("{url}", {}, ("notify_email.first_session_time", "25:00"),
+         "first_session_time must look like 10:00"),
+        ("{url}", {}, ("notify_email.template_dir", "no-such-folder"), "no-such-folder"),
+    ],
+    ids=["url", "user-only", "password-only", "unencrypted-password", "setting", "templates"],
+)  # fmt: skip
+def test_a_bad_smtp_setting_is_refused_before_anything_is_delivered(
+    program, run_cli, db_path, smtp_server, smtp, env, setting, expected
+):
+    """A bad URL, half a login or a bad program setting: exit 1 saying why; no event is
+    delivered, no checkpoint moves and no message is queued or sent."""
+    ok(run_cli("notify", "--smtp", smtp_server.url))
+    smtp_server.inbox.take()
+    ok(run_cli("join", "ken", "--name", "Ken Adams", "--email", "ken@example.org",
+               "--role", "mentee"))  # fmt: skip
+    if setting is not None:
+        ok(run_cli("config", "set", *setting))
+    before = delivery_state(db_path)
+    args = ["--db", str(db_path), "notify", "--smtp", smtp.format(url=smtp_server.url)]
+    result = CliRunner().invoke(cli, args, env={**NO_LOGIN, **env})
+    assert result.exit_code == 1, result.output
+    assert expected in result.stderr
+    assert "Nothing was delivered and no checkpoint moved" in result.stderr
+    assert "Traceback" not in result.output and result.stdout == ""
+    assert delivery_state(db_path) == before
+    assert smtp_server.inbox.take() == []
+
+
+# --- a database file this user cannot write ---------------------------------------------
+
+
+def run_without_write_access(db: Path, *args: str) -> subprocess.CompletedProcess:
+    """`rmcore --db DB ARGS` in a child process that may read ``db`` but not write it:
+    the file is made read-only and, as root, the child runs without the capability that
+    overrides file permissions (util-linux ``setpriv``)."""
+    db.chmod(0o444)
+    command = [sys.executable, "-m", "rmcore", "--db", str(db), "--actor", ACTOR, *args]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        drop = [setpriv or "setpriv", "--bounding-set", "-dac_override", "--"]
+        if setpriv is None or subprocess.run([*drop, "true"], capture_output=True).returncode:
+            pytest.skip("running as root and cannot drop the right to write any file")
+        command = [*drop, *command]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RMCORE_")}
+    return subprocess.run(command, capture_output=True, text=True, env=env)
+
+
+def test_status_and_a_dry_run_work_on_a_database_file_this_user_cannot_write(
+    program, db_path, tmp_path
+):
+    """--status writes nothing at all; a dry run previews without writing the file; a
+    real run is refused before it starts, naming the file."""
+    before = db_path.read_bytes()
+    status = run_without_write_access(db_path, "notify", "--status", "--format", "json")
+    assert status.returncode == 0, status.stderr
+    rows = {(r["plugin"], r["item"]): r for r in json.loads(status.stdout)}
+    assert rows[("notify_email", "events")]["pending"] == 3
+    assert rows[("notify_email", "messages")]["sent"] == 0
+    folder = tmp_path / "preview"
+    dry = run_without_write_access(db_path, "notify", "--dry-run", "--outbox", str(folder))
+    assert dry.returncode == 0, dry.stderr
+    assert "notify_email: wrote 2 message(s)" in dry.stdout
+    assert len(list(folder.glob("*.eml"))) == 2
+    real = run_without_write_access(db_path, "notify", "--smtp", "smtp://127.0.0.1:1")
+    assert real.returncode == 1
+    assert f"{db_path} is read-only for this user" in real.stderr
+    assert "Traceback" not in real.stderr
+    assert db_path.read_bytes() == before
+
+
+# --- email-templates mistakes -------------------------------------------------------------
+
+
+def test_email_templates_refuses_an_empty_folder_and_writes_nothing(run_cli, tmp_path, monkeypatch):
+    """An empty FOLDER is a usage error, not the current folder."""
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("email-templates", "")
+    assert result.exit_code == 2
+    assert "FOLDER" in result.stderr and "empty" in result.stderr
+    assert "template_dir" not in result.stdout
+    assert list(tmp_path.iterdir()) == [tmp_path / "rmcore.db"]
+
+
+def test_email_templates_into_a_folder_it_cannot_make_says_why_without_a_traceback(
+    run_cli, tmp_path
+):
+    """An operating-system error is one line: cannot write FOLDER: reason; exit 1."""
+    (tmp_path / "a-file").write_text("not a folder")
+    target = tmp_path / "a-file" / "templates"
+    result = run_cli("email-templates", str(target))
+    assert result.exit_code == 1
+    assert f"Error: cannot write {target}: Not a directory" in result.stderr
+    assert "Traceback" not in result.output and result.exception.__class__ is SystemExit
+
+
+def test_email_templates_into_a_read_only_folder_says_so_and_leaves_nothing(tmp_path):
+    """Permission denied: exit 1 with the folder and the reason, no file and no folder left."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    db = tmp_path / "unused.db"
+    db.write_bytes(b"")
+    ran = run_without_write_access(db, "email-templates", str(folder / "mine"))
+    folder.chmod(0o755)
+    assert ran.returncode == 1
+    assert f"Error: cannot write {folder / 'mine'}: Permission denied" in ran.stderr
+    assert "Traceback" not in ran.stderr
+    assert list(folder.iterdir()) == []

@@ -37,10 +37,18 @@ def rmcore_on_event(
     conn: sqlite3.Connection,
     run: DeliveryRun,
 ) -> None:
-    """Queue the messages an event calls for; on the closing call, add nudges and send."""
+    """Queue the messages an event calls for; on the closing call, add nudges and send.
+
+    Before a run delivers anything (``run.checking``) it checks the settings, the
+    templates and the SMTP URL and login, so that a mistake there changes nothing.
+    """
     from .notifier import on_event  # the mail machinery loads only when there is mail
 
     on_event(event, envelope, program, config, conn, run)
+
+
+# What rmcore.delivery.checks_settings does, without importing delivery at start-up.
+rmcore_on_event.rmcore_checks_settings = True  # type: ignore[attr-defined]
 
 
 @hookimpl
@@ -56,7 +64,14 @@ def rmcore_register_commands(cli: click.Group) -> None:
 
         from .templates import write_built_in
 
-        written = write_built_in(Path(folder), overwrite=overwrite)
+        if not folder.strip():
+            raise click.BadParameter(
+                "it is empty; name the folder to write the templates into", param_hint="FOLDER"
+            )
+        try:
+            written = write_built_in(Path(folder), overwrite=overwrite)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {folder}: {exc.strerror or exc}") from None
         click.echo(f"Wrote {len(written)} template(s) to {folder}.")
         click.echo(f"Use them with: rmcore config set notify_email.template_dir {folder}")
 

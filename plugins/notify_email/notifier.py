@@ -14,7 +14,15 @@ from rmcore.store import StoredEvent
 from . import compose, outbox
 from .message import address_problem, build, mailbox, message_id, one_line
 from .settings import Settings, load_settings
-from .smtp import CONNECTION_ERRORS, MESSAGE_ERRORS, Mailer, credentials, error_text, parse_url
+from .smtp import (
+    CONNECTION_ERRORS,
+    MESSAGE_ERRORS,
+    Mailer,
+    check_setup,
+    credentials,
+    error_text,
+    parse_url,
+)
 from .templates import Templates
 
 EVENT_TYPES = frozenset({"joined", "paired", "session_held", "pair_ended"})
@@ -31,7 +39,10 @@ def on_event(
 ) -> None:
     """Queue the messages an event calls for; on the closing call, add nudges and send."""
     if event is None:
-        close(conn, program, config, run)
+        if getattr(run, "checking", False):
+            check(program, config, run)
+        else:
+            close(conn, program, config, run)
         return
     if envelope is None or envelope.type not in EVENT_TYPES:
         return
@@ -94,13 +105,25 @@ def record(
     outbox.enqueue(conn, program, message=data, **fields)
 
 
+def check(program: str, config: dict[str, Any], run: DeliveryRun) -> None:
+    """Before anything is delivered: the settings, the templates and, for a real run, the
+    SMTP URL and login must be usable, or the run is refused (a DeliveryError says why).
+
+    A missing sender is not refused here: a program may have nothing to send yet; the
+    first message to build says how to set one.
+    """
+    prepared(run, config, program)
+    if not run.dry_run:
+        check_setup(run.options.get("smtp_url"))
+
+
 def close(conn: sqlite3.Connection, program: str, config: dict[str, Any], run: DeliveryRun) -> None:
     """The end of a run: count for ``--status``, else add due nudges and send the outbox."""
+    if run.status_only:
+        report_status(conn, program, config, run)  # writes nothing: works on read-only files
+        return
     with run.transaction():
         outbox.ensure_table(conn)
-    if run.status_only:
-        report_status(conn, program, config, run)
-        return
     settings, templates = prepared(run, config, program)
     with run.transaction():
         for draft in compose.nudges(conn, program, settings, run.now):
@@ -114,8 +137,9 @@ def close(conn: sqlite3.Connection, program: str, config: dict[str, Any], run: D
 def report_status(
     conn: sqlite3.Connection, program: str, config: dict[str, Any], run: DeliveryRun
 ) -> None:
-    """The ``messages`` row of ``rmcore notify --status``."""
-    counts = outbox.counts(conn, program)
+    """The ``messages`` row of ``rmcore notify --status``; reads only."""
+    ready = outbox.has_table(conn)  # none before the first run: nothing recorded yet
+    counts = outbox.counts(conn, program) if ready else {}
     due_nudges = 0
     try:
         settings = load_settings(config, program)
@@ -125,7 +149,7 @@ def report_status(
         due_nudges = sum(
             1
             for draft in compose.nudges(conn, program, settings, run.now)
-            if not outbox.exists(conn, program, draft.key)
+            if not (ready and outbox.exists(conn, program, draft.key))
         )
     retry, gave_up = counts.get("failed", 0), counts.get("undeliverable", 0)
     detail = []
@@ -135,7 +159,7 @@ def report_status(
         detail.append(f"{retry} to retry")
     if gave_up:
         detail.append(f"{gave_up} undeliverable")
-    problems = outbox.problems(conn, program, limit=1)
+    problems = outbox.problems(conn, program, limit=1) if ready else []
     if problems:
         detail.append(f"last error: {problems[0][0]!r}: {problems[0][1]}")
     run.count(

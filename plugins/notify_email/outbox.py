@@ -82,6 +82,16 @@ def ensure_table(conn: sqlite3.Connection) -> None:
         conn.execute(ddl)
 
 
+def has_table(conn: sqlite3.Connection) -> bool:
+    """Whether this database has the outbox table yet (it has none before the first run)."""
+    return (
+        conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
+        ).fetchone()
+        is not None
+    )
+
+
 def enqueue(
     conn: sqlite3.Connection,
     program: str,
@@ -204,9 +214,7 @@ def problems(conn: sqlite3.Connection, program: str, limit: int = 5) -> list[tup
 
 def forget(conn: sqlite3.Connection, program: str, person_id: str, pair_ids: list[str]) -> int:
     """Delete every message to or about a forgotten person: theirs, and those of their pairs."""
-    if not conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)
-    ).fetchone():
+    if not has_table(conn):
         return 0
     streams = [f"person:{person_id}", *(f"pair:{pair_id}" for pair_id in pair_ids)]
     marks = ",".join("?" * len(streams))

@@ -94,6 +94,22 @@ def credentials(environ: Mapping[str, str] | None = None) -> tuple[str, str] | N
     return user, password
 
 
+def check_login(target: SmtpTarget, login: tuple[str, str] | None) -> None:
+    """Refuse to send a password unencrypted to anything but this machine."""
+    if login and target.security == "plain" and target.host not in LOOPBACK:
+        raise DeliveryError(
+            f"refusing to send the SMTP password unencrypted to {target}; use "
+            "smtp+starttls:// or smtps://"
+        )
+
+
+def check_setup(url: str | None, environ: Mapping[str, str] | None = None) -> None:
+    """Check the SMTP URL and the login from the environment without connecting."""
+    login = credentials(environ)
+    if url:
+        check_login(parse_url(url), login)
+
+
 class Mailer:
     """One open SMTP connection, logged in if credentials are set."""
 
@@ -105,11 +121,7 @@ class Mailer:
     def open(self) -> Mailer:
         """Connect (TLS as the URL says) and log in; errors are DeliveryErrors naming the server."""
         target = self.target
-        if self.login and target.security == "plain" and target.host not in LOOPBACK:
-            raise DeliveryError(
-                f"refusing to send the SMTP password unencrypted to {target}; use "
-                "smtp+starttls:// or smtps://"
-            )
+        check_login(target, self.login)
         local = socket.gethostname() or "localhost"
         try:
             if target.security == "tls":

@@ -257,13 +257,32 @@ class Templates:
 
 
 def write_built_in(folder: Path, *, overwrite: bool = False) -> list[Path]:
-    """Copy the built-in templates into ``folder`` as a starting point for an organisation."""
+    """Copy the built-in templates into ``folder`` as a starting point for an organisation.
+
+    All or nothing: each file is written under a temporary name first and the set is
+    renamed into place only when every file was written; an ``OSError`` (a folder this
+    user may not write, a full disk) leaves no file behind and removes the folders it made.
+    """
+    made = [parent for parent in (folder, *folder.parents) if not parent.exists()]
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name in NAMES:
-        target = folder / name
-        if target.exists() and not overwrite:
-            continue
-        target.write_text(BUILT_IN[name], encoding="utf-8")
-        written.append(target)
-    return written
+    staged: list[tuple[Path, Path]] = []
+    try:
+        for name in NAMES:
+            target = folder / name
+            if target.exists() and not overwrite:
+                continue
+            temporary = folder / f".{name}.rmcore-new"
+            staged.append((temporary, target))
+            temporary.write_text(BUILT_IN[name], encoding="utf-8")
+        for temporary, target in staged:
+            temporary.replace(target)
+    except OSError:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)
+        for parent in made:  # the deepest first
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+        raise
+    return [target for _, target in staged]
