@@ -22,8 +22,7 @@ def rmcore_score_pair(mentor, mentee, config) -> dict[str, float] | None:
 
 @hookspec
 def rmcore_on_event(event, envelope, program, config, conn, run) -> None:
-    """React to a newly delivered event (never a replay); ``run`` takers get event=None last,
-    and first too when marked with ``rmcore.delivery.checks_settings`` (a settings check)."""
+    """React to a newly delivered event (never a replay); ``run`` takers get event=None calls."""
 
 
 @hookspec
