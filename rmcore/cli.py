@@ -137,18 +137,17 @@ def default_actor() -> str:
 
 
 def name_problem(label: str, value: str | None) -> str | None:
-    """What is wrong with a program or actor name given on the command line or in the
-    environment, or None: it is recorded in every event, and printed back."""
+    """What makes a program or actor name from the command line or the environment
+    impossible to record (or to print back), or None. Names the log may already hold,
+    such as one with spaces around it, stay usable."""
     if value is None:
         return None
-    if not value.strip():
+    if not value:
         return f"the {label} name is empty"
-    if value != value.strip():
-        return f"the {label} name {value!r} starts or ends with a space"
     if any("\udc80" <= char <= "\udcff" for char in value):
         return f"the {label} name is not valid UTF-8 text"
-    if not value.isprintable():
-        return f"the {label} name {value!r} holds a control or invisible formatting character"
+    if any(char < " " or char == "\x7f" for char in value):
+        return f"the {label} name {value!r} holds a control character"
     if len(value) > 200:
         return f"the {label} name is longer than 200 characters"
     return None
