@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -76,20 +78,25 @@ def import_command(app, file, ignore_extra, leave_missing, dry_run, quiet, at, i
 
 @contextmanager
 def _readable(file: str) -> Iterator[str]:
-    """The file to import. Standard input (``-``) and other streams, such as a pipe named
-    ``/dev/stdin`` or a shell's ``<(...)``, are copied to a private temporary file first:
-    the import reads its file more than once."""
-    stream = Path(file)
-    if file != "-" and (not stream.exists() or stream.is_file() or stream.is_dir()):
-        yield file  # the import itself says what is wrong with a missing file
-        return
+    """The file to import. Standard input (``-``) and a pipe given by name (``/dev/stdin``
+    in a pipeline, a shell's ``<(...)``) are copied to a temporary file that only this
+    user can read, removed at the end: the import reads its file more than once."""
+    if file != "-":
+        try:
+            is_pipe = stat.S_ISFIFO(os.stat(file).st_mode)
+        except OSError:
+            is_pipe = False  # the import itself says what is wrong with the path
+        if not is_pipe:
+            yield file
+            return
     with tempfile.TemporaryDirectory(prefix="rmcore-import-") as folder:
-        path = Path(folder) / ("stdin" if file == "-" else stream.name)
-        with path.open("wb") as out:
+        path = Path(folder) / ("stdin" if file == "-" else Path(file).name)
+        descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        with open(descriptor, "wb") as out:
             if file == "-":
                 shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
             else:
-                with stream.open("rb") as source:
+                with open(file, "rb") as source:
                     shutil.copyfileobj(source, out, 1 << 20)
         yield str(path)
 
