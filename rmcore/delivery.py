@@ -36,19 +36,16 @@ How delivery works (``rmcore notify`` drives it; see docs/notifications.md):
 - A dry run (and ``--status``) runs everything inside one transaction that is rolled
   back at the end: checkpoints and plugin tables are left as they were. ``--status``
   writes nothing at all, so it works on a database file this user cannot write; a dry
-  run on such a file runs on a private temporary copy of it. A real run refuses a
-  read-only file before it starts.
+  run or a real run refuses such a file before it starts.
 """
 
 from __future__ import annotations
 
 import itertools
 import sqlite3
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field
@@ -257,20 +254,6 @@ def writable(conn: sqlite3.Connection) -> bool:
     finally:
         conn.execute("ROLLBACK")
     return True
-
-
-@contextmanager
-def private_copy(engine: Engine) -> Iterator[Engine]:
-    """An engine on a temporary copy of the database, removed afterwards (for dry runs)."""
-    from rmcore.engine import Engine
-
-    with tempfile.TemporaryDirectory(prefix="rmcore-preview-") as folder:
-        conn = sqlite3.connect(Path(folder) / "preview.db", isolation_level=None)
-        try:
-            engine.conn.backup(conn)
-            yield Engine(conn, engine.pm, path=engine.path)
-        finally:
-            conn.close()
 
 
 def now_text() -> str:
@@ -482,15 +465,17 @@ def deliver(
             f"{engine.path} is a point-in-time copy; notifications go out from the live database"
         )
     if not writable(engine.conn):
-        if not dry_run:
-            raise DomainError(
-                f"{engine.path} is read-only for this user: notify records what it delivers "
-                "there; run it as a user who may write the file (--dry-run and --status "
-                "work without writing)"
-            )
-        with private_copy(engine) as copy:
-            return deliver(copy, program, now=now, dry_run=True, from_now=from_now,
-                           options=options, batch=batch, progress=progress)  # fmt: skip
+        # A dry run also writes (in a transaction it rolls back); previewing from a copy
+        # would put the names and keys of the whole database in a temporary file.
+        what = (
+            "a dry run writes too, and rolls back"
+            if dry_run
+            else "notify records what it delivers there"
+        )
+        raise DomainError(
+            f"{engine.path} is read-only for this user: {what}; run it as a user who may "
+            "write the file (--status works without writing)"
+        )
     report = DeliveryReport(program, dry_run=dry_run)
     run = DeliveryRun(engine, report, now=now or now_text(), dry_run=dry_run, options=options)
     found = receivers(engine.pm)

@@ -379,18 +379,15 @@ def test_a_plugin_that_refuses_its_settings_stops_the_run_before_anything_is_del
     assert checker.events == positions and checker.checks == 2
 
 
-def test_a_dry_run_on_a_database_it_may_not_write_previews_from_a_copy(db_path, positions):
-    """A connection that cannot write: the dry run still delivers (to a throwaway copy),
-    a real run is refused up front naming the file, and the file is left as it was."""
+def test_a_run_or_a_dry_run_on_a_database_it_may_not_write_is_refused_up_front(db_path, positions):
+    """A connection that cannot write: both are refused naming the file, before any plugin
+    is called, and nothing is copied elsewhere to preview from."""
     closer = Closer()
     with open_with(db_path, ("closer", closer), ("recorder", Recorder("seen"))) as engine:
         engine.conn.execute("PRAGMA query_only = 1")  # every write is refused, as read-only
-        report = delivery.deliver(engine, "default", dry_run=True)
-        assert report.ok, report.failures()
-        assert [r.delivered for r in report.results] == [5, 5]
-        assert report.notes == [("closer", "closing after 5 event(s)")]
-        with pytest.raises(DomainError, match=re.escape(f"{db_path} is read-only for this user")):
-            delivery.deliver(engine, "default")
+        for dry_run in (True, False):
+            with pytest.raises(DomainError, match=re.escape(f"{db_path} is read-only")):
+                delivery.deliver(engine, "default", dry_run=dry_run)
         engine.conn.execute("PRAGMA query_only = 0")
         assert seen(engine, "seen") == []
         assert delivery.checkpoint_rows(engine.conn, "default") == {}

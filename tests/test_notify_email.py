@@ -873,11 +873,11 @@ def run_without_write_access(db: Path, *args: str) -> subprocess.CompletedProces
     return subprocess.run(command, capture_output=True, text=True, env=env)
 
 
-def test_status_and_a_dry_run_work_on_a_database_file_this_user_cannot_write(
+def test_status_works_on_a_database_file_this_user_cannot_write_and_runs_are_refused(
     program, db_path, tmp_path
 ):
-    """--status writes nothing at all; a dry run previews without writing the file; a
-    real run is refused before it starts, naming the file."""
+    """--status writes nothing at all; a dry run and a real run are refused before they
+    start, naming the file, and nothing is written anywhere."""
     before = db_path.read_bytes()
     status = run_without_write_access(db_path, "notify", "--status", "--format", "json")
     assert status.returncode == 0, status.stderr
@@ -886,9 +886,9 @@ def test_status_and_a_dry_run_work_on_a_database_file_this_user_cannot_write(
     assert rows[("notify_email", "messages")]["sent"] == 0
     folder = tmp_path / "preview"
     dry = run_without_write_access(db_path, "notify", "--dry-run", "--outbox", str(folder))
-    assert dry.returncode == 0, dry.stderr
-    assert "notify_email: wrote 2 message(s)" in dry.stdout
-    assert len(list(folder.glob("*.eml"))) == 2
+    assert dry.returncode == 1
+    assert f"{db_path} is read-only for this user: a dry run writes too" in dry.stderr
+    assert not folder.exists()
     real = run_without_write_access(db_path, "notify", "--smtp", "smtp://127.0.0.1:1")
     assert real.returncode == 1
     assert f"{db_path} is read-only for this user" in real.stderr
