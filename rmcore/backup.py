@@ -45,6 +45,6 @@ def backup(
     except BaseException as exc:
         remove_scratch(scratch)
         if isinstance(exc, sqlite3.OperationalError):
-            raise DomainError(f"cannot write {out}: {exc}") from None
+            raise DomainError(f"the backup to {out} failed: {exc}") from None
         raise
     return out

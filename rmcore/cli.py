@@ -293,6 +293,13 @@ def config_set(app: App, key: str, value: str, at: str | None, idempotency_key: 
     from rmcore.commands import SetConfig
 
     parsed = parse_value(value)
+    if value.startswith("-") and not isinstance(parsed, int | float):
+        # Only a negative number passes as a value in an option's place; anything else
+        # there is more likely a mistyped option than a setting.
+        raise click.UsageError(
+            f"no such option: {value}; to set text that starts with '-', give it as JSON:"
+            f" rmcore config set {key} '{json.dumps(value)}'"
+        )
     if parsed is None:
         raise click.ClickException(f"null would remove {key}; use `rmcore config unset {key}`")
     outcome = app.run(SetConfig(key=key, value=parsed, at=parse_occurred(at)), idempotency_key)
@@ -676,9 +683,6 @@ def export_command(app: App, out: str, all_programs: bool, keys_out: str | None)
     from rmcore.transfer import export_files
 
     engine = app.engine()
-    for path in (out, keys_out):
-        if path and Path(path).exists():
-            raise click.ClickException(f"{path} already exists; export to a new file")
     if keys_out and Path(keys_out).resolve() == Path(out).resolve():
         raise click.UsageError("--keys-out must be another file than --out")
     program = None if all_programs else app.program

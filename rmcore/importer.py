@@ -718,6 +718,8 @@ class _Import:
         person_id = _text(values[index["person_id"]])
         person_id = "" if person_id is None else person_id.strip()
         earlier = self.seen.get(person_id)
+        if person_id and earlier is None:  # refused early: a later row may repeat the id
+            self.seen[person_id] = line
 
         def check_id(value: Any) -> None:
             if _text(value) is None:

@@ -292,6 +292,8 @@ def export_keys(conn: sqlite3.Connection, out: str | os.PathLike, program: str |
             encoded = base64.b64encode(key).decode("ascii")
             handle.write(json.dumps({"program": name, "subject": subject, "key": encoded}) + "\n")
             count += 1
+        handle.flush()
+        os.fsync(handle.fileno())  # on disk before the file takes its final name
     return count
 
 

@@ -303,3 +303,13 @@ def test_a_negative_number_is_a_value_not_an_option(run_cli):
     assert run_cli("config", "get", "kpi.offset").stdout == "-1\n"
     typo = run_cli("config", "set", "kpi.offset", "2", "--att", "2026-01-01")
     assert typo.exit_code == 2  # an option misspelt is still a usage error
+
+
+def test_an_option_in_the_value_s_place_is_a_usage_error_not_a_setting(run_cli, raw_log):
+    result = run_cli("config", "set", "matching.mode", "--force")
+    assert result.exit_code == 2
+    assert "no such option: --force" in result.stderr
+    assert raw_log.count() == 0
+    as_json = run_cli("config", "set", "matching.mode", '"--force"')
+    assert as_json.exit_code == 0, as_json.output
+    assert run_cli("config", "get", "matching.mode").stdout == '"--force"\n'

@@ -212,6 +212,18 @@ def test_every_problem_of_a_row_is_listed_with_its_column(db_path, run_cli, raw_
     assert "zoe already appears on line 2" in problems[5]
 
 
+def test_an_id_repeated_after_a_refused_row_is_still_named_as_a_duplicate(
+    db_path, run_cli, raw_log, tmp_path
+):
+    path = write(tmp_path / "hr.csv", HEADER, "zoe,,zoe@example.org,mentor,,,UTC,,1",
+                 NEW_PEOPLE[0])  # fmt: skip
+    problems = assert_refused(run_cli("import", str(path)), raw_log, [])
+    assert problems == [
+        "line 2, column name: is empty",
+        "line 3, column person_id: zoe already appears on line 2",
+    ]
+
+
 def test_a_person_twice_in_the_file_is_refused_naming_both_lines(
     populated_db, run_cli, raw_log, tmp_path
 ):
