@@ -214,10 +214,15 @@ def _records(path: Path) -> Iterator[tuple[int, Any]]:
     """
     with path.open("rb") as raw:
         start = raw.read(4096)
+    if start.startswith((codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE)):
+        yield 1, "the file is UTF-32 text; save or export it as UTF-8"
+        return
     head = start[:200]
+    half = len(head) // 2
+    nuls = sorted((head[1::2].count(0), head[::2].count(0)))
     if start.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or (
-        len(head) >= 4 and (not any(head[1::2]) or not any(head[::2]))
-    ):  # UTF-16 text without a byte-order mark: a NUL byte beside every ASCII character
+        half >= 2 and nuls[1] >= 0.8 * half and nuls[0] <= 0.2 * half
+    ):  # UTF-16 without a byte-order mark: a NUL byte beside (almost) every character
         yield 1, "the file is UTF-16 text; save or export it as UTF-8"
         return
     if b"\0" in start:

@@ -478,12 +478,20 @@ def test_a_quote_left_open_is_named_as_the_likely_cause(db_path, run_cli, raw_lo
     assert "runs on to line 3: is a closing quote missing?" in problems[0]
 
 
-@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
-def test_a_utf16_file_is_refused_as_utf16(encoding, db_path, run_cli, raw_log, tmp_path):
+@pytest.mark.parametrize(
+    ("encoding", "named"),
+    [("utf-16", "UTF-16"), ("utf-16-le", "UTF-16"), ("utf-16-be", "UTF-16"),
+     ("utf-32", "UTF-32")],
+)  # fmt: skip
+def test_a_utf16_or_utf32_file_is_refused_naming_its_encoding(
+    encoding, named, db_path, run_cli, raw_log, tmp_path
+):
     path = tmp_path / "hr.csv"
-    path.write_text(f"{HEADER}\n{NEW_PEOPLE[0]}\n", encoding=encoding)
+    # Non-ASCII text early on, as an export of names often has.
+    path.write_text("Person ID,Name,Email,Role\nzoë,Zoë Núñez,zoe@example.org,mentor\n",
+                    encoding=encoding)  # fmt: skip
     result = run_cli("import", str(path))
-    problems = assert_refused(result, raw_log, [], "line 1: the file is UTF-16 text")
+    problems = assert_refused(result, raw_log, [], f"line 1: the file is {named} text")
     assert len(problems) == 1
 
 
