@@ -292,3 +292,15 @@ def populated_db(db_path: Path, populated_template: Path) -> Path:
     """``db_path`` holding the small program described at the top of this module."""
     shutil.copyfile(populated_template, db_path)
     return db_path
+
+
+def assert_refused_output(run_cli, folder: Path, command: str, out: str, reason: str) -> None:
+    """``rmcore COMMAND --out OUT`` run in ``folder`` (which holds a regular file
+    ``a-file``): exit 1 naming OUT and the reason, no traceback, and no file left."""
+    (folder / "a-file").write_text("not a folder")
+    before = sorted(p.name for p in folder.iterdir())
+    result = run_cli(command, "--out", out)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert reason in result.stderr and out in result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == before

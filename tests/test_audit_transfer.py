@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from conftest import ACTOR
+from conftest import ACTOR, assert_refused_output
 from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
@@ -632,13 +632,7 @@ def test_an_export_to_a_path_that_cannot_be_created_is_refused_naming_it(
 ):
     """A clear message and exit 1, never a traceback, and no file left anywhere."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "a-file").write_text("not a folder")
-    before = sorted(p.name for p in tmp_path.iterdir())
-    result = run_cli("export", "--out", out)
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit)
-    assert reason in result.stderr and out in result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert_refused_output(run_cli, tmp_path, "export", out, reason)
 
 
 def test_an_interrupted_export_leaves_nothing_and_the_rerun_works(

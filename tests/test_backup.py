@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import assert_refused_output
 
 WRITER = """
 import sys
@@ -63,13 +64,7 @@ def test_a_backup_to_a_path_that_cannot_be_created_is_refused_naming_it(
 ):
     """A clear message and exit 1, never a traceback, and no file left anywhere."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "a-file").write_text("not a folder")
-    before = sorted(p.name for p in tmp_path.iterdir())
-    result = run_cli("backup", "--out", out)
-    assert result.exit_code == 1, result.output
-    assert isinstance(result.exception, SystemExit)
-    assert reason in result.stderr and out in result.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert_refused_output(run_cli, tmp_path, "backup", out, reason)
 
 
 def test_an_interrupted_backup_is_never_under_its_name_and_the_rerun_works(
