@@ -20,6 +20,7 @@ from rmcore import demo_command, kpi_commands, notify_command
 from rmcore.constants import DEFAULT_PROGRAM
 from rmcore.import_command import import_command
 from rmcore.match_command import match
+from rmcore.names import name_problem
 from rmcore.options import at_option, count_lines, idempotency_option, progress_bar
 from rmcore.output import format_option, write_rows
 from rmcore.plugins import (
@@ -136,23 +137,6 @@ def default_actor() -> str:
         return "unknown"
 
 
-def name_problem(label: str, value: str | None) -> str | None:
-    """What makes a program or actor name from the command line or the environment
-    impossible to record (or to print back), or None. Names the log may already hold,
-    such as one with spaces around it, stay usable."""
-    if value is None:
-        return None
-    if not value:
-        return f"the {label} name is empty"
-    if any("\udc80" <= char <= "\udcff" for char in value):
-        return f"the {label} name is not valid UTF-8 text"
-    if any(char < " " or char == "\x7f" for char in value):
-        return f"the {label} name {value!r} holds a control character"
-    if len(value) > 200:
-        return f"the {label} name is longer than 200 characters"
-    return None
-
-
 def split_list(value: str | None) -> tuple[str, ...]:
     """``"a, b;c"`` -> ``("a", "b", "c")``: commas or semicolons separate items."""
     if not value:
@@ -227,7 +211,7 @@ def cli(ctx: click.Context, db_path: str, program: str, actor: str | None, disab
         ("program", "--program / RMCORE_PROGRAM", program),
         ("actor", "--actor / RMCORE_ACTOR", actor),
     ):
-        problem = name_problem(label, value)
+        problem = value is not None and name_problem(f"{label} name", value)
         if problem:
             raise click.BadParameter(problem, param_hint=hint)
     owner = PLUGIN_COMMANDS.get(ctx.invoked_subcommand or "")

@@ -18,10 +18,11 @@ from rmcore import db, queries
 from rmcore.codec import Codec, canonical_json
 from rmcore.commands import Command, DomainError, decide
 from rmcore.events import Event, EventRegistry
+from rmcore.names import name_problem
 from rmcore.personal import Keyring
 from rmcore.plugins import call_each, make_plugin_manager
 from rmcore.projections import Projector
-from rmcore.store import NewEvent, SQLiteEventStore, StoredEvent, check_envelope_text, utc_now
+from rmcore.store import NewEvent, SQLiteEventStore, StoredEvent, utc_now
 
 
 @frozen
@@ -278,9 +279,6 @@ class Engine:
 
 
 def _check_name(label: str, value: str) -> None:
-    try:
-        check_envelope_text(label, value)
-    except Exception as exc:
-        raise DomainError(str(exc)) from None
-    if len(value) > 200:
-        raise DomainError(f"{label} is longer than 200 characters")
+    problem = name_problem(label, value)
+    if problem:
+        raise DomainError(problem)

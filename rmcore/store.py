@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,13 +28,15 @@ from typing import TYPE_CHECKING, NamedTuple
 import attrs
 from attrs import frozen
 
+from rmcore.names import CONTROL
+
 if TYPE_CHECKING:
     from sqlite_utils import Database
 
 GENESIS_HASH = "0" * 64
 VERSION_CACHE_SIZE = 200_000
 SEPARATOR = "\x1f"
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = CONTROL  # envelope text never holds a control character
 
 
 def create_event_log(db: Database) -> None:
