@@ -66,6 +66,12 @@ def import_command(app, file, ignore_extra, leave_missing, dry_run, quiet, at, i
         )
         if result.dry_run:
             click.echo(f"Checked {result.rows} rows; importing would record {counts}.")
+            if result.leavers:
+                more = result.left - len(result.leavers)
+                click.echo(
+                    f"Would leave: {', '.join(result.leavers)}"
+                    + (f" and {more} more." if more else ".")
+                )
             click.echo("Dry run: nothing was appended.")
         else:
             click.echo(f"Imported {result.rows} rows: {counts}.")

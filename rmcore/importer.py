@@ -62,6 +62,7 @@ from rmcore.queries import SqlState
 from rmcore.when import WhenError, parse_occurred
 
 MAX_LISTED_ERRORS = 50
+MAX_LISTED_LEAVERS = 20  # the leavers a dry run names (it counts them all)
 CHUNK = 5000
 IMPORT_CACHE_KIB = 16 * 1024  # SQLite page cache while importing (see _page_cache)
 PROGRESS_STEP = 1000
@@ -159,6 +160,7 @@ class ImportResult:
     first_position: int | None = None  # of the events that earlier import appended
     had_left: int = 0  # rows of people no longer in the program: nothing recorded
     dry_run: bool = False  # checked and counted, then rolled back: nothing appended
+    leavers: tuple[str, ...] = ()  # the first MAX_LISTED_LEAVERS people who left (by id)
 
 
 class _DryRun(Exception):
@@ -588,6 +590,7 @@ class _Import:
         self.seen: dict[str, int] = {}  # person id -> its line
         self.dates: dict[str, str] = {}
         self.counts = {"joined": 0, "updated": 0, "unchanged": 0, "left": 0, "had_left": 0}
+        self.leavers: list[str] = []  # the first MAX_LISTED_LEAVERS of them
         self.rows = 0
         self.appended = 0  # events of new people (the unit counts the others)
         self.known: dict[str, tuple] = {}  # the chunk's people already in the program
@@ -897,6 +900,8 @@ class _Import:
                 self.unit.record(at, decide(state, leave))
                 self.unit.flush()
                 self.counts["left"] += 1
+                if len(self.leavers) < MAX_LISTED_LEAVERS:
+                    self.leavers.append(person_id)
 
 
 def import_people(
@@ -977,7 +982,7 @@ def _result(run: _Import, recorded: int, *, dry_run: bool = False) -> ImportResu
     counts = run.counts
     return ImportResult(run.rows, counts["joined"], counts["updated"], counts["unchanged"],
                         counts["left"], recorded + run.appended, had_left=counts["had_left"],
-                        dry_run=dry_run)  # fmt: skip
+                        dry_run=dry_run, leavers=tuple(run.leavers))  # fmt: skip
 
 
 def _read(run: _Import, path: Path, ignore_extra: bool) -> None:

@@ -741,11 +741,26 @@ def test_a_dry_run_says_what_an_import_would_record_and_appends_nothing(
     assert raw_log.rows() == before
     assert dry.stdout == (
         "Checked 6 rows; importing would record 1 joined, 1 updated, 4 unchanged, 1 left"
-        " (3 events).\nDry run: nothing was appended.\n"
+        " (3 events).\nWould leave: omar.\nDry run: nothing was appended.\n"
     )
     real = run_cli("import", str(path), "--leave-missing")
     assert real.stdout.startswith("Imported 6 rows: 1 joined, 1 updated, 4 unchanged, 1 left (3 ")
     assert len(raw_log.rows()) == len(before) + 3
+
+
+def test_a_dry_run_names_the_first_twenty_leavers_and_counts_the_rest(
+    db_path, run_cli, raw_log, tmp_path
+):
+    rows = [f"p{i:02d},P {i},p{i}@example.org,mentee" for i in range(25)]
+    everyone = write(tmp_path / "all.csv", "person_id,name,email,role", *rows)
+    assert run_cli("import", str(everyone)).exit_code == 0
+    before = raw_log.rows()
+    few = write(tmp_path / "few.csv", "person_id,name,email,role", rows[0])
+    dry = run_cli("import", str(few), "--leave-missing", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    named = ", ".join(f"p{i:02d}" for i in range(1, 21))
+    assert f"Would leave: {named} and 4 more.\n" in dry.stdout
+    assert raw_log.rows() == before
 
 
 def test_a_dry_run_of_a_bad_file_is_refused_as_the_import_would_be(
