@@ -1,4 +1,4 @@
-"""Names every event's envelope records (program, actor, idempotency key): which cannot be.
+"""Which program, actor and idempotency-key names an event's envelope cannot record.
 
 Kept free of heavy imports: the command line checks the global options with it before
 any subcommand runs, ``--help`` included.

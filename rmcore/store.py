@@ -36,7 +36,6 @@ if TYPE_CHECKING:
 GENESIS_HASH = "0" * 64
 VERSION_CACHE_SIZE = 200_000
 SEPARATOR = "\x1f"
-_CONTROL = CONTROL  # envelope text never holds a control character
 
 
 def create_event_log(db: Database) -> None:
@@ -216,7 +215,7 @@ def check_envelope_text(name: str, value: str | None) -> None:
     """Refuse envelope strings that are empty or hold control characters."""
     if value is None:
         return
-    if not value or _CONTROL.search(value):
+    if not value or CONTROL.search(value):
         raise StoreError(f"{name} must be non-empty text without control characters")
 
 
@@ -224,7 +223,7 @@ def check_envelope_texts(*labelled: tuple[str, str | None]) -> None:
     """:func:`check_envelope_text` for several ``(name, value)`` pairs, with one search when
     all are fine (the common case, on every append)."""
     values = [value for _, value in labelled if value is not None]
-    if all(values) and not _CONTROL.search("".join(values)):
+    if all(values) and not CONTROL.search("".join(values)):
         return
     for name, value in labelled:
         check_envelope_text(name, value)
