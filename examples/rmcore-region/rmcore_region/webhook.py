@@ -105,6 +105,21 @@ def post_queued(conn: sqlite3.Connection, program: str, url: str, run: Any) -> N
     import http.client
     import urllib.request
 
+    if run.status_only:  # reads only: --status may run on a file it cannot write
+        has_outbox = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'region_webhook_outbox'"
+        ).fetchone()
+        pending, sent, failed = (
+            conn.execute(
+                "SELECT count(*) - count(sent_at), count(sent_at), count(error)"
+                " FROM region_webhook_outbox WHERE program = ?",
+                (program,),
+            ).fetchone()
+            if has_outbox
+            else (0, 0, 0)
+        )
+        run.count("posts", pending=pending, sent=sent, failed=failed, detail=where(url))
+        return
     with run.transaction():
         conn.execute(OUTBOX)
     queued = conn.execute(
@@ -112,13 +127,6 @@ def post_queued(conn: sqlite3.Connection, program: str, url: str, run: Any) -> N
         " WHERE program = ? AND sent_at IS NULL ORDER BY position",
         (program,),
     ).fetchall()
-    if run.status_only:
-        sent, failed = conn.execute(
-            "SELECT count(sent_at), count(error) FROM region_webhook_outbox WHERE program = ?",
-            (program,),
-        ).fetchone()
-        run.count("posts", pending=len(queued), sent=sent, failed=failed, detail=where(url))
-        return
     if run.dry_run:
         run.say(f"{len(queued)} event(s) would be posted to {where(url)}")
         return

@@ -170,3 +170,22 @@ def test_a_url_that_is_not_http_stops_delivery_naming_the_plugin_and_hook(tutori
         "Error: region_webhook: rmcore_on_event at position 1 (joined): "
         "the webhook URL must start with http:// or https://"
     ) in failed.stderr
+
+
+def test_status_reads_only_even_before_the_first_post(tutorial, receiver, db, monkeypatch):
+    """--status may run on a file this user cannot write: it creates no table."""
+    monkeypatch.setenv("RMCORE_WEBHOOK_URL", receiver.url)
+    status = tutorial("notify", "--status", "--format", "json")
+    assert status.exit_code == 0, status.output
+    posts = next(row for row in json.loads(status.stdout) if row["item"] == "posts")
+    assert (posts["pending"], posts["sent"], posts["failed"]) == (0, 0, 0)
+    conn = sqlite3.connect(db)
+    try:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+    finally:
+        conn.close()
+    assert "region_webhook_outbox" not in tables
+    assert tutorial(*NOTIFY).exit_code == 0
+    again = tutorial("notify", "--status", "--format", "json")
+    posts = next(row for row in json.loads(again.stdout) if row["item"] == "posts")
+    assert (posts["pending"], posts["sent"]) == (0, 4)
