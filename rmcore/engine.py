@@ -18,7 +18,7 @@ from rmcore import db, queries
 from rmcore.codec import Codec, canonical_json
 from rmcore.commands import Command, DomainError, decide
 from rmcore.events import Event, EventRegistry
-from rmcore.names import name_problem
+from rmcore.names import name_problem, new_name_problem
 from rmcore.personal import Keyring
 from rmcore.plugins import call_each, make_plugin_manager
 from rmcore.projections import Projector
@@ -195,6 +195,10 @@ class Engine:
                 duplicate, earlier = self._earlier_use(program, idempotency_key, fingerprint)
             if not duplicate:
                 self.projector.catch_up(self.store)
+                # Old names stay usable; a new program cannot start under a doubtful one.
+                problem = new_name_problem("program name", program)
+                if problem and not queries.program_position(self.conn, program):
+                    raise DomainError(f"{problem}; a new program needs a plain name")
             if expected_program_position is not None and not duplicate:
                 current = queries.program_position(self.conn, program)
                 if current != expected_program_position:

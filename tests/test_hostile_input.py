@@ -426,19 +426,43 @@ def test_a_program_or_actor_from_the_environment_that_cannot_be_recorded_is_a_us
     assert read_event_count(populated_db) == before
 
 
-def test_a_program_the_log_already_holds_stays_usable_whatever_its_name(tmp_path: Path):
-    """Names recorded by earlier versions (spaces around them, joiners in an emoji) are not
+def test_a_program_the_log_already_holds_stays_usable_whatever_its_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Names recorded by earlier versions (spaces around them, a reordering mark) are not
     locked out: their people can still be listed and forgotten."""
+    from click.testing import CliRunner
+
+    from rmcore import engine
+    from rmcore.cli import cli
+
     db = tmp_path / "rmcore.db"
-    for name in ("Q1 ", "team \u200d\U0001f468\u200d\U0001f4bb"):
-        for args in (
-            ("init",),
-            ("join", "ada", "--name", "Ada", "--email", "ada@example.org", "--role", "mentor"),
-            ("people", "--format", "json"),
-            ("forget", "ada"),
-        ):
+    join = ("join", "ada", "--name", "Ada", "--email", "ada@example.org", "--role", "mentor")
+    for name in ("Q1 ", "x\u202eab"):
+        with monkeypatch.context() as earlier:  # an earlier version did not check new names
+            earlier.setattr(engine, "new_name_problem", lambda label, value: None)
+            for args in (("init",), join):
+                result = CliRunner().invoke(cli, ["--db", str(db), "--program", name, *args])
+                assert result.exit_code == 0, (name, args, result.output)
+        for args in (("people", "--format", "json"), ("forget", "ada")):
             result = subprocess.run(
                 [sys.executable, "-m", "rmcore", "--db", str(db), "--program", name, *args],
                 capture_output=True, text=True, timeout=60,
             )  # fmt: skip
             assert result.returncode == 0, (name, args, result.stderr)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [("default ", "starts or ends with a space"), (" pilot", "starts or ends with a space"),
+     ("x\u202eab", "reorders how it reads")],
+)  # fmt: skip
+def test_a_new_program_cannot_start_under_a_doubtful_name(run_cli, raw_log, name, reason):
+    """A trailing space in a script would otherwise start a second, empty program."""
+    join = ("join", "ada", "--name", "Ada", "--email", "ada@example.org", "--role", "mentor")
+    result = run_cli("--program", name, *join)
+    assert result.exit_code == 1
+    assert reason in result.stderr and "a new program needs a plain name" in result.stderr
+    assert raw_log.count() == 0
+    emoji = run_cli("--program", "team \u200d\U0001f468\u200d\U0001f4bb", *join)
+    assert emoji.exit_code == 0, emoji.output  # joiners inside an emoji are plain enough
