@@ -937,43 +937,33 @@ def import_people(
         if earlier is not None:
             return ImportResult(0, 0, 0, 0, 0, 0, duplicate=True, first_position=earlier or None)
     try:
-        return _import(
-            engine, program, path, actor, default_at, ignore_extra, leave_missing,
-            idempotency_key, fingerprint, progress, dry_run,
-        )  # fmt: skip
-    except _DryRun as rolled_back:
+        with (
+            _page_cache(engine.conn, IMPORT_CACHE_KIB),
+            engine.unit_of_work(
+                program,
+                actor=actor,
+                idempotency_key=idempotency_key,
+                keep_events=False,
+                fingerprint=fingerprint,
+            ) as unit,
+        ):
+            if unit.duplicate:  # recorded by another writer since the check above
+                return ImportResult(0, 0, 0, 0, 0, 0, duplicate=True)
+            run = _Import(engine, unit, program, default_at, progress)
+            _read(run, path, ignore_extra)
+            if leave_missing and not run.errors.count:
+                if not run.rows:
+                    raise DomainError(
+                        f"{path.name} has no rows: with --leave-missing everyone would leave"
+                    )
+                run.leave_missing()
+            if run.errors.count:
+                raise ImportRefused(run.errors.listed, run.errors.count)
+            if dry_run:
+                unit.flush()  # what is still pending is counted too
+                raise _DryRun(_result(run, unit.count, dry_run=True))
+    except _DryRun as rolled_back:  # raised inside, so that the transaction rolls back
         return rolled_back.result
-
-
-def _import(
-    engine, program, path, actor, default_at, ignore_extra, leave_missing, idempotency_key,
-    fingerprint, progress, dry_run,
-) -> ImportResult:  # fmt: skip
-    with (
-        _page_cache(engine.conn, IMPORT_CACHE_KIB),
-        engine.unit_of_work(
-            program,
-            actor=actor,
-            idempotency_key=idempotency_key,
-            keep_events=False,
-            fingerprint=fingerprint,
-        ) as unit,
-    ):
-        if unit.duplicate:  # recorded by another writer since the check above
-            return ImportResult(0, 0, 0, 0, 0, 0, duplicate=True)
-        run = _Import(engine, unit, program, default_at, progress)
-        _read(run, path, ignore_extra)
-        if leave_missing and not run.errors.count:
-            if not run.rows:
-                raise DomainError(
-                    f"{path.name} has no rows: with --leave-missing everyone would leave"
-                )
-            run.leave_missing()
-        if run.errors.count:
-            raise ImportRefused(run.errors.listed, run.errors.count)
-        if dry_run:
-            unit.flush()  # what is still pending is counted too
-            raise _DryRun(_result(run, unit.count, dry_run=True))
     return _result(run, unit.count)
 
 
