@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -92,8 +93,20 @@ class RmcoreGroup(click.Group):
                         f"cannot write {ctx.obj.db_path}: the database file (or its folder) "
                         f"is read-only for this user ({exc})"
                     ) from None
-                raise click.ClickException(f"database error: {exc}") from None
+                raise click.ClickException(f"database error: {_database_error(exc)}") from None
             raise click.ClickException(str(exc)) from None
+
+
+def _database_error(exc: Exception) -> str:
+    """SQLite's error, without the bytes of a damaged text value (Python's sqlite3 quotes
+    them whole, control characters and all)."""
+    undecodable = re.match(r"Could not decode to UTF-8 column '([^']*)'", str(exc))
+    if undecodable:
+        return (
+            f"column '{undecodable.group(1)}' holds text that is not UTF-8: the file is damaged;"
+            " restore it from a backup"
+        )
+    return str(exc)
 
 
 class App:

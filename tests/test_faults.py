@@ -8,6 +8,7 @@ root they drop to ``nobody`` in the child process.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import json
@@ -235,8 +236,23 @@ def test_pages_overwritten_inside_a_database_give_messages_never_tracebacks(
             args,
             "".join(traceback.format_exception(result.exception)),
         )
-        if result.exit_code == 1:
-            assert result.stderr.startswith("Error: "), (args, result.stderr)
+        if result.exit_code == 1:  # replay --check lists the differences it found first
+            assert result.stderr.splitlines()[-1].startswith("Error: "), (args, result.stderr)
+        # the bytes of a damaged value never reach the terminal as they are
+        assert all(line.isprintable() for line in result.stderr.splitlines()), (args, result.stderr)
+
+
+def test_a_damaged_text_value_is_named_by_its_column_not_printed(populated_db: Path):
+    """Bytes that are not UTF-8 where SQLite keeps text: the column and a hint, never the
+    bytes themselves (a newline and control characters among them)."""
+    with contextlib.closing(sqlite3.connect(populated_db)) as conn, conn:
+        conn.execute("UPDATE people SET name = CAST(x'ff0a1b5b324a41fe' AS TEXT)")
+    result = CliRunner().invoke(cli, ["--db", str(populated_db), "people", "--format", "csv"])
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "Error: database error: column 'name' holds text that is not UTF-8: the file is "
+        "damaged; restore it from a backup\n"
+    )
 
 
 # --- permissions ----------------------------------------------------------------------
