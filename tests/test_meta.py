@@ -5,13 +5,15 @@
 - every ``rmcore`` command and subcommand (plugins' commands included) has help text,
   every option too, and the command appears in some docs/*.md page as ``rmcore NAME``;
 - the code in docs/plugins.md is the example project's code, character for character, so
-  the tutorial is tested whenever the example is.
+  the tutorial is tested whenever the example is;
+- every ``rmcore plugins`` listing in docs/ shows the hooks each installed plugin has.
 """
 
 from __future__ import annotations
 
 import ast
 import inspect
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,3 +161,26 @@ def test_the_python_in_the_plugin_docs_is_valid(page):
     assert blocks
     for block in blocks:
         compile(block, page, "exec")
+
+
+def installed_plugins() -> dict[str, str]:
+    """``rmcore plugins`` as the docs show it: each plugin's hooks, joined by ``; ``."""
+    from click.testing import CliRunner
+
+    listed = CliRunner().invoke(cli, ["--db", ":memory:", "plugins", "--format", "json"])
+    assert listed.exit_code == 0, listed.output
+    return {plugin["name"]: "; ".join(plugin["hooks"]) for plugin in json.loads(listed.stdout)}
+
+
+def test_the_plugin_listings_in_the_docs_show_the_hooks_each_plugin_implements():
+    plugins = installed_plugins()
+    row = re.compile(r"^(?P<name>[a-z_]+)\s+\d+\.\d+\.\d+\s+(?P<hooks>rmcore_\S.*?)\s*$", re.M)
+    shown = [
+        (page.name, found["name"], found["hooks"])
+        for page in sorted(DOCS.glob("*.md"))
+        for found in row.finditer(page.read_text(encoding="utf-8"))
+        if found["name"] in plugins
+    ]
+    assert shown, "no `rmcore plugins` listing found in docs/"
+    wrong = [(page, name, hooks) for page, name, hooks in shown if hooks != plugins[name]]
+    assert not wrong, f"listings that differ from `rmcore plugins`: {wrong}"
