@@ -509,10 +509,10 @@ def forget_command(app: App, person: str, at: str | None, idempotency_key: str |
             f"{person}{left} was forgotten ({positions(outcome)}); {ended} active pair(s) "
             "ended. Their name, email and comments can no longer be read."
         )
-    if not done.compacted:
-        click.echo("Warning: another process kept the database busy, so the file could not "
-                   "be compacted and may still hold the erased text in unused pages; run "
-                   f"`rmcore forget {person}` again when it is idle.", err=True)  # fmt: skip
+    if done.not_compacted:
+        click.echo(f"Warning: {done.not_compacted}, so the file could not be compacted and "
+                   "may still hold the erased text in unused pages; run "
+                   f"`rmcore forget {person}` again once that is resolved.", err=True)  # fmt: skip
 
 
 @cli.command()

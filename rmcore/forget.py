@@ -23,10 +23,11 @@ from rmcore.queries import SqlState
 
 @frozen
 class Forgetting:
-    """What ``forget`` did: its events (none for a repeat) and whether compaction finished."""
+    """What ``forget`` did: its events (none for a repeat) and, if compaction did not
+    finish, why."""
 
     outcome: Outcome
-    compacted: bool
+    not_compacted: str | None
     already_forgotten: bool = False
 
 
@@ -78,18 +79,23 @@ def forget(
 COMPACT_WAIT_MS = 5_000
 
 
-def compact(engine: Engine) -> bool:
-    """Checkpoint, ``VACUUM`` and truncate the write-ahead log; False when another process
-    kept it from finishing (the erasure itself is committed either way)."""
+def compact(engine: Engine) -> str | None:
+    """Checkpoint, ``VACUUM`` and truncate the write-ahead log; why that did not finish, or
+    None when it did (the erasure itself is committed either way)."""
     conn = engine.conn
     (wait,) = conn.execute("PRAGMA busy_timeout").fetchone()
     conn.execute(f"PRAGMA busy_timeout = {COMPACT_WAIT_MS}")
+    busy_reason = "another process kept the database busy"
     try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("VACUUM")
         busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-    except sqlite3.OperationalError:  # another process holds a lock
-        return False
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            return busy_reason
+        return f"SQLite could not rewrite the file ({exc})"
+    except sqlite3.DatabaseError as exc:  # VACUUM reads every page: it finds damage
+        return f"the file is damaged ({exc}); restore it from a backup"
     finally:
         conn.execute(f"PRAGMA busy_timeout = {wait}")
-    return not busy
+    return busy_reason if busy else None

@@ -8,8 +8,10 @@ still equals the read models and the KPIs do not move.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -116,6 +118,37 @@ def test_forgetting_twice_records_nothing_more(populated_db: Path, run_cli, raw_
     count = raw_log.count()
     assert "tom was already forgotten" in ok(run_cli("forget", "tom"))
     assert raw_log.count() == count
+
+
+def damage_table(path: Path, table: str) -> None:
+    """Overwrite the first page of ``table`` (a small table has only that one) with bytes
+    SQLite cannot read as a page."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        (page,) = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)
+        ).fetchone()
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+    with path.open("r+b") as handle:
+        handle.seek((page - 1) * size)
+        handle.write(b"\xff" * 64)
+
+
+def test_forgetting_in_a_damaged_file_records_the_erasure_and_warns_it_is_not_compacted(
+    populated_db: Path, run_cli, raw_log
+):
+    # tom has left: forgetting him reads nothing of the sessions, which compaction reads
+    damage_table(populated_db, "sessions")
+    result = run_cli("forget", "tom")
+    assert result.exit_code == 0, result.output
+    assert "tom was forgotten" in result.stdout
+    assert result.stderr == (
+        "Warning: the file is damaged (database disk image is malformed); restore it from a "
+        "backup, so the file could not be compacted and may still hold the erased text in "
+        "unused pages; run `rmcore forget tom` again once that is resolved.\n"
+    )
+    assert raw_log.query("SELECT type FROM events ORDER BY position DESC LIMIT 1") == [
+        ("forgotten",)
+    ]
 
 
 @pytest.mark.parametrize(
