@@ -107,7 +107,10 @@ def _check_batch(rows: list[tuple], state: _State, decode: Decoder | None) -> bo
         if prevs[1:] != digests[:-1] or (prev is not None and prevs[0] != prev):
             return False
         sha256 = hashlib.sha256
-        if [sha256(row[6]).hexdigest() for row in rows] != digests:
+        hashed = [row[6] for row in rows]
+        if [sha256(text).hexdigest() for text in hashed] != digests:
+            return False
+        if list(map(len, hashed)) != [row[7] for row in rows]:
             return False
     except Exception:  # a malformed row: the row-by-row check reports or raises it
         return False
@@ -131,7 +134,7 @@ def _check_batch(rows: list[tuple], state: _State, decode: Decoder | None) -> bo
         prev = row[5]
         if decode is not None:
             try:
-                decode(row[7], row[8], row[9])
+                decode(row[8], row[9], row[10])
             except DecodeError as exc:
                 state.expected = row[0]
                 state.prev = prev
@@ -150,7 +153,7 @@ def _check_rows(rows: list[tuple], state: _State, decode: Decoder | None) -> Non
     stream_first = state.stream_first
     stream_last = state.stream_last
     problem = None
-    for position, program, stream, version, prev_hash, digest, hashed, *payload in rows:
+    for position, program, stream, version, prev_hash, digest, hashed, length, *payload in rows:
         expected += 1
         if position != expected:
             problem = Problem(expected, f"position {expected} is missing (next is {position})")
@@ -162,6 +165,13 @@ def _check_rows(rows: list[tuple], state: _State, decode: Decoder | None) -> Non
             break
         if sha256(hashed).hexdigest() != digest:
             problem = Problem(position, "its contents do not match its hash (the row changed)")
+            break
+        if len(hashed) != length:
+            problem = Problem(
+                position,
+                "a field holds text its hash does not cover, after a NUL character or after"
+                " the digits of a number (the row changed)",
+            )
             break
         key = (program, stream)
         last = stream_last.get(key)

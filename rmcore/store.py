@@ -155,6 +155,17 @@ HASHED_SQL = (
     + "', position, event_id, program, stream, version, type, schema, occurred_at,"
     " recorded_at, actor, coalesce(idempotency_key, ''), data) AS BLOB)"
 )
+# printf's %s ends a value at its first NUL character, and %d reads only the number at the
+# start of a text: text hidden after a NUL, or after the digits of a version, would not
+# reach the hashed text. No append stores either (envelope texts hold no control
+# characters, canonical JSON escapes them), so verify also compares the hashed text's
+# length with the byte length of every field, which a row hiding text fails.
+_HASHED_FIELDS = ("prev_hash", "event_id", "program", "stream", "version", "type", "schema",
+                  "occurred_at", "recorded_at", "actor", "coalesce(idempotency_key, '')",
+                  "data")  # fmt: skip
+HASHED_LENGTH_SQL = f"{len(_FIELD_FORMATS) - 1} + length(position) + " + " + ".join(
+    f"length(CAST({field} AS BLOB))" for field in _HASHED_FIELDS
+)
 
 
 def connect_read_only(path: str | os.PathLike) -> sqlite3.Connection:
@@ -697,11 +708,14 @@ class SQLiteEventStore:
         *,
         with_payload: bool = False,
     ) -> Iterator[list[tuple]]:
-        """Batches of ``(position, program, stream, version, prev_hash, hash, hashed_bytes)``,
-        followed by ``type, schema, data`` when ``with_payload``."""
+        """Batches of ``(position, program, stream, version, prev_hash, hash, hashed_bytes,
+        hashed_length)``, followed by ``type, schema, data`` when ``with_payload``.
+        ``hashed_length`` is what the length of ``hashed_bytes`` must be (see
+        ``HASHED_LENGTH_SQL``)."""
         payload = ", type, schema, data" if with_payload else ""
         cursor = self.conn.execute(
-            f"SELECT position, program, stream, version, prev_hash, hash, {HASHED_SQL}{payload}"
+            "SELECT position, program, stream, version, prev_hash, hash,"
+            f" {HASHED_SQL}, {HASHED_LENGTH_SQL}{payload}"
             " FROM events WHERE position > ? AND position <= ? ORDER BY position",
             (since, until if until is not None else 2**62),
         )

@@ -90,6 +90,51 @@ def test_editing_an_envelope_field_is_caught_at_that_position(tamper_db: Path, r
     assert failing_position(run_cli("verify")) == 9
 
 
+@pytest.mark.parametrize("chain_only", [False, True], ids=["payloads", "chain-only"])
+def test_a_log_written_in_many_scripts_passes(run_cli, chain_only: bool):
+    """Text beyond ASCII in the envelope and the payload: the hashed text's length is
+    counted in bytes."""
+    env = ["--program", "été-2026", "--actor", "Zoë Ñúñez 王"]
+    for person, role in (("soren", "mentor"), ("zoe", "mentee")):
+        joined = run_cli(*env, "join", person, "--name", f"{person.title()} Łukasik",
+                         "--email", f"{person}@example.org", "--role", role,
+                         "--department", "Ingeniería", "--offers", "análisis de datos,日本語",
+                         "--at", "2025-01-06")  # fmt: skip
+        assert joined.exit_code == 0, joined.output
+    assert run_cli(*env, "pair", "soren", "zoe", "--at", "2025-01-07").exit_code == 0
+    result = run_cli("verify", *(["--chain-only"] if chain_only else []))
+    assert result.exit_code == 0, result.output
+
+
+HIDDEN_TEXT = [
+    # (column, new value as SQL): the hashed text of each still reads as before
+    ("actor", "actor || char(0) || 'mallory'"),
+    ("event_id", "event_id || char(0) || 'x'"),
+    ("occurred_at", "occurred_at || char(0) || char(27) || ']0;pwned' || char(7)"),
+    ("recorded_at", "recorded_at || char(0) || 'later'"),
+    ("idempotency_key", "CAST(x'00ff10' AS TEXT)"),
+    ("type", "type || char(0) || 'x'"),
+    ("data", "data || char(0) || '{\"rating\":1}'"),
+    ("version", "version || char(0) || '9'"),
+    ("version", "version || 'abc'"),
+    ("schema", "schema || '.5'"),
+]
+
+
+@pytest.mark.parametrize("chain_only", [False, True], ids=["payloads", "chain-only"])
+@pytest.mark.parametrize(("column", "value"), HIDDEN_TEXT)
+def test_text_hidden_where_the_hashed_text_stops_reading_is_caught(
+    tamper_db: Path, run_cli, column: str, value: str, chain_only: bool
+):
+    """SQLite builds the hashed text with printf, whose %s stops at a NUL character and
+    whose %d reads only a number's leading digits: text after either is still caught."""
+    with attacker(tamper_db) as conn:
+        conn.execute(f"UPDATE events SET {column} = {value} WHERE position = 9")
+    result = run_cli("verify", *(["--chain-only"] if chain_only else []))
+    assert failing_position(result) == 9
+    assert all(line.isprintable() for line in result.stderr.splitlines())
+
+
 def test_deleting_a_row_in_the_middle_is_caught_at_the_missing_position(tamper_db, run_cli):
     """A gap in positions is named as the missing one."""
     with attacker(tamper_db) as conn:
