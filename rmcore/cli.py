@@ -47,10 +47,11 @@ def user_errors() -> tuple[type[Exception], ...]:
     from rmcore.commands import DomainError
     from rmcore.db import DatabaseError
     from rmcore.personal import ErasedSubject
+    from rmcore.queries import DamagedReadModels
     from rmcore.store import StoreError
 
     return (DomainError, WhenError, DatabaseError, StoreError, DecodeError, PluginLoadError,
-            ErasedSubject, sqlite3.DatabaseError)  # fmt: skip
+            ErasedSubject, DamagedReadModels, sqlite3.DatabaseError)  # fmt: skip
 
 
 class RmcoreGroup(click.Group):
@@ -99,13 +100,19 @@ class RmcoreGroup(click.Group):
 
 def _database_error(exc: Exception) -> str:
     """SQLite's error, without the bytes of a damaged text value (Python's sqlite3 quotes
-    them whole, control characters and all)."""
+    them whole, control characters and all), with the way out where there is one."""
+    from rmcore.queries import READ_MODEL_TABLES, REPLAY_HINT
+
     undecodable = re.match(r"Could not decode to UTF-8 column '([^']*)'", str(exc))
     if undecodable:
         return (
             f"column '{undecodable.group(1)}' holds text that is not UTF-8: the file is damaged;"
             " restore it from a backup"
         )
+    clash = re.match(r"UNIQUE constraint failed: (\w+)\.", str(exc))
+    if clash and clash.group(1) in READ_MODEL_TABLES:
+        # the fold met rows it had already written: its checkpoint is behind them
+        return f"{exc}; {REPLAY_HINT}"
     return str(exc)
 
 

@@ -23,22 +23,46 @@ PAIR_COLUMNS = (
     "reasons",
     "goals",
 )
-_JSON_FIELDS = {"skills_offered", "skills_sought", "goals", "reasons"}
+_JSON_FIELDS = {"skills_offered": list, "skills_sought": list, "goals": list, "reasons": dict}
 
 
-def _row_dict(columns: tuple[str, ...], row: tuple) -> dict[str, Any]:
+REPLAY_HINT = "the read models are damaged; `rmcore replay` rebuilds them from the log"
+READ_MODEL_TABLES = frozenset({"people", "pairs", "sessions", "feedback", "config", "programs"})
+
+
+class DamagedReadModels(Exception):
+    """A read-model row holds what no fold writes (the file was changed outside rmcore)."""
+
+
+def stored_json(value: Any, where: str, kind: type | None = None) -> Any:
+    """``value``, JSON text a fold wrote into a read model, decoded (to a ``kind``, if
+    given); a clear error if it is not (``where`` names the table and column)."""
+    try:
+        decoded = json.loads(value)
+    except (ValueError, TypeError):  # not text, not UTF-8, or not JSON
+        decoded = value
+    else:
+        if kind is None or isinstance(decoded, kind):
+            return decoded
+    what = "JSON" if decoded is value else f"a JSON {'array' if kind is list else 'object'}"
+    raise DamagedReadModels(f"{where} holds a value that is not {what}: {REPLAY_HINT}")
+
+
+def _row_dict(columns: tuple[str, ...], row: tuple, table: str) -> dict[str, Any]:
     return {
-        name: json.loads(value) if name in _JSON_FIELDS else value
+        name: stored_json(value, f"{table}.{name}", _JSON_FIELDS[name])
+        if name in _JSON_FIELDS
+        else value
         for name, value in zip(columns, row)
     }
 
 
 def _person(row: tuple) -> Person:
-    return Person(**_row_dict(PERSON_COLUMNS, row))
+    return Person(**_row_dict(PERSON_COLUMNS, row, "people"))
 
 
 def _pair(row: tuple) -> Pair:
-    return Pair(**_row_dict(PAIR_COLUMNS, row))
+    return Pair(**_row_dict(PAIR_COLUMNS, row, "pairs"))
 
 
 _PEOPLE_SQL = f"SELECT {', '.join(PERSON_COLUMNS)} FROM people"
@@ -108,7 +132,7 @@ class SqlState:
         row = self.conn.execute(
             "SELECT value FROM config WHERE program = ? AND key = ?", (self.program, key)
         ).fetchone()
-        return json.loads(row[0]) if row else None
+        return stored_json(row[0], f"config.value of {key!r}") if row else None
 
 
 def program_config(conn: sqlite3.Connection, program: str) -> dict[str, Any]:
@@ -116,7 +140,7 @@ def program_config(conn: sqlite3.Connection, program: str) -> dict[str, Any]:
     rows = conn.execute(
         "SELECT key, value FROM config WHERE program = ? ORDER BY key", (program,)
     ).fetchall()
-    return {key: json.loads(value) for key, value in rows}
+    return {key: stored_json(value, f"config.value of {key!r}") for key, value in rows}
 
 
 def config_rows(conn: sqlite3.Connection, program: str) -> list[dict[str, Any]]:
@@ -124,7 +148,10 @@ def config_rows(conn: sqlite3.Connection, program: str) -> list[dict[str, Any]]:
     rows = conn.execute(
         "SELECT key, value, set_at FROM config WHERE program = ? ORDER BY key", (program,)
     ).fetchall()
-    return [{"key": k, "value": json.loads(v), "set_at": at} for k, v, at in rows]
+    return [
+        {"key": key, "value": stored_json(value, f"config.value of {key!r}"), "set_at": at}
+        for key, value, at in rows
+    ]
 
 
 def people(

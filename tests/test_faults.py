@@ -255,6 +255,39 @@ def test_a_damaged_text_value_is_named_by_its_column_not_printed(populated_db: P
     )
 
 
+# --- read models changed outside rmcore -------------------------------------------------
+
+READ_MODEL_DAMAGE = [
+    ("UPDATE config SET value = '{\"a\":'", ("config", "list")),
+    ("UPDATE config SET value = x'00ff10'", ("kpi",)),
+    ("UPDATE people SET skills_offered = '{\"a\":'", ("people",)),
+    ("UPDATE people SET skills_sought = 12", ("pair", "linus", "barbara", "--at", "2025-04-02")),
+    ("UPDATE pairs SET goals = 'not json'",
+     ("session", "ada-grace", "--minutes", "20", "--at", "2025-03-03")),
+    ("UPDATE checkpoints SET position = 5",
+     ("session", "ada-grace", "--minutes", "20", "--at", "2025-03-03")),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("damage", "args"), READ_MODEL_DAMAGE)
+def test_read_models_changed_outside_rmcore_are_named_and_a_replay_mends_them(
+    populated_db: Path, damage: str, args: tuple[str, ...]
+):
+    """A value no fold writes: one line naming the way out, nothing appended; after
+    ``rmcore replay`` the same command works."""
+    with contextlib.closing(sqlite3.connect(populated_db)) as conn, conn:
+        conn.execute(damage)
+    before = database_content(populated_db)
+    damaged = CliRunner().invoke(cli, ["--db", str(populated_db), *args])
+    assert damaged.exit_code == 1, damaged.output
+    assert isinstance(damaged.exception, SystemExit)
+    assert damaged.stderr.startswith("Error: ") and damaged.stderr.count("\n") == 1
+    assert damaged.stderr.endswith("`rmcore replay` rebuilds them from the log\n")
+    assert database_content(populated_db) == before
+    cli_ok(populated_db, "replay")
+    cli_ok(populated_db, *args)
+
+
 # --- permissions ----------------------------------------------------------------------
 
 
