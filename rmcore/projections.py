@@ -27,7 +27,7 @@ from rmcore.events import EventRegistry
 from rmcore.memory import MEMORY_SCHEMA, has_memory_schema, sorts_in_files
 from rmcore.model import LIST_FIELDS, PROFILE_FIELDS
 from rmcore.personal import ERASED, NESTED, PERSONAL_FIELDS, PREFIX
-from rmcore.store import SQLiteEventStore, StoredEvent, connect_read_only
+from rmcore.store import SQLiteEventStore, StoredEvent, StoreError, connect_read_only
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -862,6 +862,13 @@ def rebuild(
         projector.defer_indexes()
         programs = source.program_counts(occurred_until=occurred_until)
         head = max((last for _, _, last, _, _ in programs), default=0)
+        missing = head - sum(events for _, _, _, events, _ in programs)
+        if occurred_until is None and missing:
+            raise StoreError(
+                f"the log is missing {missing} event(s) below position {head}: it was changed"
+                " outside rmcore, and a replay would fold it as it is; `rmcore verify` names"
+                " the first gap"
+            )
         if ahead is not None and ahead.last < head:  # one given that stops short of the fold
             ahead.close()
             ahead = None

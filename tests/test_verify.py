@@ -144,6 +144,19 @@ def test_deleting_a_row_in_the_middle_is_caught_at_the_missing_position(tamper_d
     assert "position 12 is missing" in result.stderr
 
 
+@pytest.mark.parametrize("args", [("replay",), ("replay", "--check")])
+def test_a_replay_refuses_a_log_with_a_row_deleted(tamper_db: Path, run_cli, raw_log, args):
+    """The read models are not rebuilt from a log with a hole in it; verify names it."""
+    with attacker(tamper_db) as conn:
+        conn.execute("DELETE FROM events WHERE position = 12")
+    people_before = raw_log.query("SELECT * FROM people ORDER BY person_id")
+    result = run_cli(*args)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("Error: the log is missing 1 event(s) below position ")
+    assert "`rmcore verify` names the first gap" in result.stderr
+    assert raw_log.query("SELECT * FROM people ORDER BY person_id") == people_before
+
+
 def test_deleting_a_row_and_renumbering_the_rest_is_caught(tamper_db: Path, run_cli):
     """Closing the gap does not help: the next row's prev_hash no longer links."""
     with attacker(tamper_db) as conn:
