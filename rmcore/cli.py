@@ -46,12 +46,12 @@ def user_errors() -> tuple[type[Exception], ...]:
     from rmcore.codec import DecodeError
     from rmcore.commands import DomainError
     from rmcore.db import DatabaseError
-    from rmcore.personal import ErasedSubject
+    from rmcore.personal import DamagedKey, ErasedSubject
     from rmcore.queries import DamagedReadModels
     from rmcore.store import StoreError
 
     return (DomainError, WhenError, DatabaseError, StoreError, DecodeError, PluginLoadError,
-            ErasedSubject, DamagedReadModels, sqlite3.DatabaseError)  # fmt: skip
+            ErasedSubject, DamagedKey, DamagedReadModels, sqlite3.DatabaseError)  # fmt: skip
 
 
 class RmcoreGroup(click.Group):

@@ -71,6 +71,20 @@ class ErasedSubject(Exception):
     """Personal data would be sealed for a subject that was erased."""
 
 
+class DamagedKey(Exception):
+    """A row of ``subject_keys`` holds what no key is (the file was changed outside rmcore)."""
+
+
+def _checked_key(program: str, subject: str, key: Any) -> bytes:
+    """``key`` if it is a key rmcore wrote: ``KEY_BYTES`` random bytes."""
+    if isinstance(key, bytes) and len(key) == KEY_BYTES:
+        return key
+    raise DamagedKey(
+        f"the key of {subject} in {program} is damaged, so their name, email and comments"
+        " cannot be read; restore the database from a backup"
+    )
+
+
 class Keyring:
     """Seals and opens personal fields with the per-subject keys of one database."""
 
@@ -100,7 +114,7 @@ class Keyring:
                 (program, subject, key),
             )
         else:
-            key = row[0]
+            key = _checked_key(program, subject, row[0])
         self._remember(program, subject, key)
         return key
 
@@ -109,7 +123,10 @@ class Keyring:
         rows = self.conn.execute(
             "SELECT program, subject, key FROM subject_keys LIMIT ?", (KEY_CACHE,)
         ).fetchall()
-        self._keys = {(program, subject): key for program, subject, key in rows}
+        self._keys = {
+            (program, subject): _checked_key(program, subject, key)
+            for program, subject, key in rows
+        }
         return len(rows)
 
     def _remember(self, program: str, subject: str, key: bytes) -> None:

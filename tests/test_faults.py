@@ -288,6 +288,28 @@ def test_read_models_changed_outside_rmcore_are_named_and_a_replay_mends_them(
     cli_ok(populated_db, *args)
 
 
+@pytest.mark.parametrize("key", ["12", "'text'", "x'00ff10'", "randomblob(16)"])
+@pytest.mark.parametrize("args", [("history", "grace"), ("replay",), ("verify", "--deep")])
+def test_a_damaged_personal_key_is_named_not_read_as_erased_or_a_crash(
+    populated_db: Path, key: str, args: tuple[str, ...]
+):
+    """A key that is not 32 bytes: the person it belongs to, and nothing appended."""
+    with contextlib.closing(sqlite3.connect(populated_db)) as conn, conn:
+        changed = conn.execute(
+            f"UPDATE subject_keys SET key = {key} WHERE subject = 'person:grace'"
+        ).rowcount
+    assert changed == 1
+    before = database_content(populated_db)
+    result = CliRunner().invoke(cli, ["--db", str(populated_db), *args])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)
+    assert result.stderr == (
+        "Error: the key of person:grace in default is damaged, so their name, email and "
+        "comments cannot be read; restore the database from a backup\n"
+    )
+    assert database_content(populated_db) == before
+
+
 # --- permissions ----------------------------------------------------------------------
 
 
