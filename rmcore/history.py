@@ -41,6 +41,14 @@ def history(engine: Engine, program: str, entity: str) -> Iterator[StoredEvent]:
 
 def opened_payload(engine: Engine, event: StoredEvent) -> dict[str, Any]:
     """The event's payload with its personal fields readable (``[erased]`` once forgotten)."""
-    payload = json.loads(event.data)
+    try:
+        payload = json.loads(event.data)
+        if not isinstance(payload, dict):
+            raise TypeError("not an object")
+    except (ValueError, TypeError):  # not text, not UTF-8, not a JSON object
+        raise DomainError(
+            f"position {event.position}: its payload is not the JSON object rmcore wrote, so"
+            " the log was changed outside rmcore; `rmcore verify` names the first bad position"
+        ) from None
     engine.keyring.open(event.program, event.stream, event.type, payload)
     return payload

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,25 @@ def test_history_reads_the_log_and_changes_nothing(populated_db: Path, run_cli, 
     before = raw_log.rows()
     history_json(run_cli, "ada")
     assert raw_log.rows() == before
+
+
+@pytest.mark.parametrize("data", ["'{\"a\":'", "'12'", "x'00ff10'", "'[1, 2]'"])
+def test_history_over_a_payload_edited_outside_rmcore_names_its_position(
+    populated_db: Path, run_cli, data: str
+):
+    """An auditor looking into tampering gets the position to verify, not a crash."""
+    conn = sqlite3.connect(populated_db, isolation_level=None)
+    try:
+        conn.execute("DROP TRIGGER events_no_update")
+        (position,) = conn.execute(
+            "SELECT position FROM events WHERE stream = 'person:grace' ORDER BY position"
+        ).fetchone()
+        conn.execute(f"UPDATE events SET data = {data} WHERE position = ?", (position,))
+    finally:
+        conn.close()
+    result = run_cli("history", "grace", "--format", "json")
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        f"Error: position {position}: its payload is not the JSON object rmcore wrote, so the "
+        "log was changed outside rmcore; `rmcore verify` names the first bad position\n"
+    )
