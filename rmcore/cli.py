@@ -105,10 +105,10 @@ def _database_error(exc: Exception) -> str:
 
     undecodable = re.match(r"Could not decode to UTF-8 column '([^']*)'", str(exc))
     if undecodable:
-        return (
-            f"column '{undecodable.group(1)}' holds text that is not UTF-8: the file is damaged;"
-            " restore it from a backup"
-        )
+        column = undecodable.group(1)
+        # an expression (the log's JSON lines are built in SQL) is no column to name
+        what = f"column '{column}'" if column.isidentifier() else "a stored value"
+        return f"{what} holds text that is not UTF-8: the file is damaged; restore it from a backup"
     clash = re.match(r"UNIQUE constraint failed: (\w+)\.", str(exc))
     if clash and clash.group(1) in READ_MODEL_TABLES:
         # the fold met rows it had already written: its checkpoint is behind them

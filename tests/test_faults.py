@@ -255,6 +255,24 @@ def test_a_damaged_text_value_is_named_by_its_column_not_printed(populated_db: P
     )
 
 
+def test_a_damaged_value_in_the_log_is_not_named_by_the_sql_that_read_it(
+    populated_db: Path, tmp_path: Path
+):
+    """The export's lines are built in SQL: Python's error names that expression, not a
+    column; the message says a stored value."""
+    with contextlib.closing(sqlite3.connect(populated_db, isolation_level=None)) as conn:
+        conn.execute("DROP TRIGGER events_no_update")
+        conn.execute("UPDATE events SET actor = CAST(x'726f6fb8' AS TEXT) WHERE position = 3")
+    out = tmp_path / "export.jsonl"
+    result = CliRunner().invoke(cli, ["--db", str(populated_db), "export", "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        "Error: database error: a stored value holds text that is not UTF-8: the file is "
+        "damaged; restore it from a backup\n"
+    )
+    assert not out.exists()
+
+
 # --- read models changed outside rmcore -------------------------------------------------
 
 READ_MODEL_DAMAGE = [
