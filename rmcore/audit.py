@@ -71,6 +71,9 @@ def verify(
     highest = engine.conn.execute(
         "SELECT seq FROM sqlite_sequence WHERE name = 'events'"
     ).fetchone()
+    if highest and not isinstance(highest[0], int):
+        reason = f"sqlite_sequence holds {highest[0]!r} as the log's last position"
+        return Verdict(checked, head, last_hash, head + 1, reason)
     if highest and highest[0] > head:
         reason = f"positions {head + 1}-{highest[0]} were appended and later removed"
         return Verdict(checked, head, last_hash, head + 1, reason)

@@ -93,7 +93,10 @@ def compact(engine: Engine) -> str | None:
     except sqlite3.OperationalError as exc:
         if "locked" in str(exc) or "busy" in str(exc):
             return busy_reason
-        return f"SQLite could not rewrite the file ({exc})"
+        return (
+            f"SQLite could not rewrite the file ({exc}; if the disk has room, the file may be"
+            " damaged: `rmcore verify --deep` checks it)"
+        )
     except sqlite3.DatabaseError as exc:  # VACUUM reads every page: it finds damage
         return f"the file is damaged ({exc}); restore it from a backup"
     finally:

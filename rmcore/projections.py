@@ -27,6 +27,7 @@ from rmcore.events import EventRegistry
 from rmcore.memory import MEMORY_SCHEMA, has_memory_schema, sorts_in_files
 from rmcore.model import LIST_FIELDS, PROFILE_FIELDS
 from rmcore.personal import ERASED, NESTED, PERSONAL_FIELDS, PREFIX
+from rmcore.queries import REPLAY_HINT, DamagedReadModels
 from rmcore.store import SQLiteEventStore, StoredEvent, StoreError, connect_read_only
 
 if TYPE_CHECKING:
@@ -630,7 +631,13 @@ class Projector:
         row = self.conn.execute(
             "SELECT position FROM checkpoints WHERE name = ?", (CHECKPOINT,)
         ).fetchone()
-        return row[0] if row else 0
+        if row is None:
+            return 0
+        if not isinstance(row[0], int):
+            raise DamagedReadModels(
+                f"checkpoints.position holds a value that is not a position: {REPLAY_HINT}"
+            )
+        return row[0]
 
     def apply(self, events: Iterable[StoredEvent], *, people: Sequence[tuple] | None = None) -> int:
         """Fold stored events (in log order) and move the checkpoint; returns how many

@@ -238,7 +238,9 @@ def mostly_program(conn: sqlite3.Connection, program: str, share: float = 0.2) -
         "SELECT events, (SELECT max(last_position) FROM programs) FROM programs WHERE program = ?",
         (program,),
     ).fetchone()
-    return bool(row and row[1] and row[0] >= share * row[1])
+    if not (row and isinstance(row[0], int) and isinstance(row[1], int)):
+        return False  # no program row (or a damaged one): walk by program, as for a small one
+    return row[0] >= share * row[1]
 
 
 def recorded_types(conn: sqlite3.Connection, types: list[str]) -> set[str]:

@@ -284,6 +284,7 @@ READ_MODEL_DAMAGE = [
      ("session", "ada-grace", "--minutes", "20", "--at", "2025-03-03")),
     ("UPDATE checkpoints SET position = 5",
      ("session", "ada-grace", "--minutes", "20", "--at", "2025-03-03")),
+    ("UPDATE checkpoints SET position = 'abc'", ("verify",)),
 ]  # fmt: skip
 
 
@@ -326,6 +327,15 @@ def test_a_damaged_personal_key_is_named_not_read_as_erased_or_a_crash(
         "comments cannot be read; restore the database from a backup\n"
     )
     assert database_content(populated_db) == before
+
+
+def test_damaged_program_counters_do_not_stop_the_log_from_being_read(populated_db: Path, raw_log):
+    """They only choose how the log is walked."""
+    with contextlib.closing(sqlite3.connect(populated_db)) as conn, conn:
+        conn.execute("UPDATE programs SET events = x'00ff10', last_position = 'x'")
+    result = CliRunner().invoke(cli, ["--db", str(populated_db), "log"])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == raw_log.count(populated_db)
 
 
 # --- permissions ----------------------------------------------------------------------

@@ -157,6 +157,15 @@ def test_a_replay_refuses_a_log_with_a_row_deleted(tamper_db: Path, run_cli, raw
     assert raw_log.query("SELECT * FROM people ORDER BY person_id") == people_before
 
 
+def test_a_last_position_that_is_not_a_number_is_caught(tamper_db: Path, run_cli, raw_log):
+    """SQLite's record of the highest position ever given, edited to text."""
+    with attacker(tamper_db) as conn:
+        conn.execute("UPDATE sqlite_sequence SET seq = 'abc' WHERE name = 'events'")
+    result = run_cli("verify")
+    assert failing_position(result) == raw_log.count() + 1
+    assert "sqlite_sequence holds 'abc' as the log's last position" in result.stderr
+
+
 def test_deleting_a_row_and_renumbering_the_rest_is_caught(tamper_db: Path, run_cli):
     """Closing the gap does not help: the next row's prev_hash no longer links."""
     with attacker(tamper_db) as conn:
