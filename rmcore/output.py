@@ -76,7 +76,9 @@ def write_rows(
         out.write("[")
         for row in rows:
             out.write(",\n " if count else "\n ")
-            out.write(json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False))
+            out.write(
+                json.dumps({c: row.get(c) for c in columns}, ensure_ascii=False, default=_not_text)
+            )
             count += 1
         out.write("\n]\n" if count else "]\n")
     elif fmt == "csv":
@@ -94,6 +96,14 @@ def write_rows(
         for r in table:
             out.write("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
     return count
+
+
+def _not_text(value: Any) -> NoReturn:
+    """What JSON output meets instead of text: only a file changed outside rmcore holds it."""
+    raise click.ClickException(
+        f"a value to print is {type(value).__name__}, not text: the file was changed outside"
+        " rmcore; `rmcore verify --deep` checks the log and the read models"
+    )
 
 
 def _csv_cell(value: Any) -> Any:

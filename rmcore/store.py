@@ -168,6 +168,14 @@ HASHED_LENGTH_SQL = f"{len(_FIELD_FORMATS) - 1} + length(position) + " + " + ".j
 )
 
 
+def _changed_outside(what: str) -> str:
+    """The message for a log value no append writes."""
+    return (
+        f"{what}: the log was changed outside rmcore, so nothing more is appended to it;"
+        " `rmcore verify` names the first bad position"
+    )
+
+
 def connect_read_only(path: str | os.PathLike) -> sqlite3.Connection:
     """A read-only connection to the database file at ``path`` (any file name)."""
     return sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
@@ -372,6 +380,10 @@ class SQLiteEventStore:
                 (program, *chunk),
             )
             for stream, version in rows:
+                if not isinstance(version, int):
+                    raise StoreError(
+                        _changed_outside(f"the last version of {stream} is {version!r}")
+                    )
                 found[(program, stream)] = version
         return found
 
@@ -490,7 +502,10 @@ class SQLiteEventStore:
         """The head, read once per append inside the write transaction (it cannot move)."""
         if not self.conn.in_transaction:
             raise StoreError("append needs an open write transaction")
-        return self.head()
+        position, digest = self.head()
+        if not isinstance(digest, str):
+            raise StoreError(_changed_outside(f"the hash at position {position} is {digest!r}"))
+        return position, digest
 
     def _stream_cache(
         self, program: str, streams: set[str], head_hash: str

@@ -285,6 +285,9 @@ READ_MODEL_DAMAGE = [
     ("UPDATE checkpoints SET position = 5",
      ("session", "ada-grace", "--minutes", "20", "--at", "2025-03-03")),
     ("UPDATE checkpoints SET position = 'abc'", ("verify",)),
+    ("UPDATE pairs SET paired_at = x'00ff10' WHERE pair_id = 'ada-grace'",
+     ("session", "ada-grace", "--minutes", "20", "--at", "2025-03-03")),
+    ("UPDATE people SET joined_at = x'00ff10' WHERE person_id = 'grace'", ("people",)),
 ]  # fmt: skip
 
 
@@ -336,6 +339,19 @@ def test_damaged_program_counters_do_not_stop_the_log_from_being_read(populated_
     result = CliRunner().invoke(cli, ["--db", str(populated_db), "log"])
     assert result.exit_code == 0, result.output
     assert len(result.stdout.splitlines()) == raw_log.count(populated_db)
+
+
+def test_json_output_meeting_bytes_says_the_file_was_changed(populated_db: Path):
+    with contextlib.closing(sqlite3.connect(populated_db)) as conn, conn:
+        conn.execute("UPDATE config SET set_at = x'00ff10'")
+    result = CliRunner().invoke(
+        cli, ["--db", str(populated_db), "config", "list", "--format", "json"]
+    )
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        "Error: a value to print is bytes, not text: the file was changed outside rmcore; "
+        "`rmcore verify --deep` checks the log and the read models\n"
+    )
 
 
 # --- permissions ----------------------------------------------------------------------

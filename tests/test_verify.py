@@ -166,6 +166,31 @@ def test_a_last_position_that_is_not_a_number_is_caught(tamper_db: Path, run_cli
     assert "sqlite_sequence holds 'abc' as the log's last position" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("edit", "args", "message"),
+    [
+        ("UPDATE events SET version = 'x' WHERE position = (SELECT max(position) FROM events"
+         " WHERE stream = 'pair:ada-grace')",
+         ("session", "ada-grace", "--minutes", "20", "--at", "2025-03-03"),
+         "Error: the last version of pair:ada-grace is 'x': the log was changed outside"),
+        ("UPDATE events SET hash = x'00ff10' WHERE position = (SELECT max(position) FROM events)",
+         ("join", "zoe", "--name", "Zoe", "--email", "zoe@example.org", "--role", "mentee"),
+         "Error: the hash at position "),
+    ],
+)  # fmt: skip
+def test_nothing_is_appended_after_a_log_row_edited_to_a_value_no_append_writes(
+    tamper_db: Path, run_cli, raw_log, edit: str, args: tuple[str, ...], message: str
+):
+    with attacker(tamper_db) as conn:
+        conn.execute(edit)
+    before = raw_log.count()
+    result = run_cli(*args)
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(message), result.stderr
+    assert "`rmcore verify` names the first bad position" in result.stderr
+    assert raw_log.count() == before
+
+
 def test_deleting_a_row_and_renumbering_the_rest_is_caught(tamper_db: Path, run_cli):
     """Closing the gap does not help: the next row's prev_hash no longer links."""
     with attacker(tamper_db) as conn:
