@@ -58,7 +58,7 @@ from rmcore.engine import Engine, UnitOfWork
 from rmcore.events import ProfileUpdated
 from rmcore.model import LIST_FIELDS, PROFILE_FIELDS, ROLES, Person
 from rmcore.personal import PERSONAL_FIELDS
-from rmcore.queries import SqlState
+from rmcore.queries import SqlState, stored_json
 from rmcore.when import WhenError, parse_occurred
 
 MAX_LISTED_ERRORS = 50
@@ -1064,7 +1064,9 @@ def _matches(existing: tuple, layout: _Layout, profile: dict[str, Any], capacity
                 return False
         elif field in LIST_FIELDS:
             value = profile[field]
-            if _json_list(value) != current and list(value) != json.loads(current):
+            if _json_list(value) != current and list(value) != stored_json(
+                current, f"people.{field}", list
+            ):
                 return False
         elif profile[field] != current:
             return False

@@ -341,6 +341,28 @@ def test_damaged_program_counters_do_not_stop_the_log_from_being_read(populated_
     assert len(result.stdout.splitlines()) == raw_log.count(populated_db)
 
 
+def test_an_import_meeting_a_damaged_skills_list_names_it(populated_db: Path, tmp_path: Path):
+    """The importer compares rows with the read models by its own reads."""
+    with contextlib.closing(sqlite3.connect(populated_db)) as conn, conn:
+        conn.execute(
+            "UPDATE people SET skills_sought = 'A' || char(0) || 'B' WHERE person_id = 'grace'"
+        )
+    export = tmp_path / "people.csv"
+    export.write_text(
+        "person_id,name,email,role,skills_sought\n"
+        "grace,Grace Hopper,grace@example.org,mentee,compilers\n",
+        encoding="utf-8",
+    )
+    before = database_content(populated_db)
+    result = CliRunner().invoke(cli, ["--db", str(populated_db), "import", str(export)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr == (
+        "Error: people.skills_sought holds a value that is not JSON: the read models are "
+        "damaged; `rmcore replay` rebuilds them from the log\n"
+    )
+    assert database_content(populated_db) == before
+
+
 def test_json_output_meeting_bytes_says_the_file_was_changed(populated_db: Path):
     with contextlib.closing(sqlite3.connect(populated_db)) as conn, conn:
         conn.execute("UPDATE config SET set_at = x'00ff10'")
