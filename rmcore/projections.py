@@ -976,6 +976,19 @@ def rebuild(
     return sum(events for _, _, _, events, _ in programs)
 
 
+SHOWN_CHARACTERS = 200  # of each value in a difference: enough to tell rows apart
+
+
+def _shortened(row: tuple) -> tuple:
+    """``row`` with long text and blobs cut, so a difference stays a line."""
+    return tuple(
+        f"{value[:SHOWN_CHARACTERS]}... ({len(value):,} in all)"
+        if isinstance(value, (str, bytes)) and len(value) > SHOWN_CHARACTERS
+        else value
+        for value in row
+    )
+
+
 def compare(conn: sqlite3.Connection, other_schema: str, limit: int = 20) -> list[str]:
     """Differences between the read models in ``main`` and in an attached schema."""
     differences: list[str] = []
@@ -988,7 +1001,7 @@ def compare(conn: sqlite3.Connection, other_schema: str, limit: int = 20) -> lis
             query = f"SELECT * FROM {left}.{table} EXCEPT SELECT * FROM {right}.{table}"
             rows = conn.execute(f"{query} LIMIT {limit + 1}").fetchall()
             for row in rows[:limit]:
-                differences.append(f"{table}: {label}: {tuple(row)}")
+                differences.append(f"{table}: {label}: {_shortened(tuple(row))}")
             if len(rows) > limit:
                 count = conn.execute(f"SELECT count(*) FROM ({query})").fetchone()[0]
                 differences.append(f"{table}: {label}: ... {count - limit} more rows")

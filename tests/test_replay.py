@@ -116,6 +116,16 @@ def test_replay_check_on_an_altered_projection_exits_1_and_prints_the_difference
     assert snapshot(populated_db) == altered
 
 
+def test_a_difference_with_a_long_value_is_shown_cut_to_a_line(populated_db: Path, run_cli):
+    """A value of 200,000 characters is shown by its start and its length."""
+    edit_by_hand(populated_db, "UPDATE config SET value = json_quote(printf('%.200000c', 'x'))")
+    result = run_cli("replay", "--check")
+    assert result.exit_code == 1
+    live = [line for line in result.stderr.splitlines() if "only in the live tables" in line]
+    assert live and all(len(line) < 1000 for line in live), [len(line) for line in live]
+    assert "(200,002 in all)" in live[0]
+
+
 def test_replay_check_notices_a_row_missing_from_the_live_tables(populated_db: Path, run_cli):
     """A deleted feedback row shows up as only in the replay."""
     edit_by_hand(populated_db, "DELETE FROM feedback WHERE by_person = 'ada'")
