@@ -94,11 +94,13 @@ class RmcoreGroup(click.Group):
                         f"cannot write {ctx.obj.db_path}: the database file (or its folder) "
                         f"is read-only for this user ({exc})"
                     ) from None
-                raise click.ClickException(f"database error: {_database_error(exc)}") from None
+                raise click.ClickException(
+                    f"database error: {_database_error(exc, ctx.invoked_subcommand)}"
+                ) from None
             raise click.ClickException(str(exc)) from None
 
 
-def _database_error(exc: Exception) -> str:
+def _database_error(exc: Exception, command: str | None) -> str:
     """SQLite's error, without the bytes of a damaged text value (Python's sqlite3 quotes
     them whole, control characters and all), with the way out where there is one."""
     from rmcore.queries import READ_MODEL_TABLES, REPLAY_HINT
@@ -110,8 +112,9 @@ def _database_error(exc: Exception) -> str:
         what = f"column '{column}'" if column.isidentifier() else "a stored value"
         return f"{what} holds text that is not UTF-8: the file is damaged; restore it from a backup"
     clash = re.match(r"UNIQUE constraint failed: (\w+)\.", str(exc))
-    if clash and clash.group(1) in READ_MODEL_TABLES:
-        # the fold met rows it had already written: its checkpoint is behind them
+    if clash and clash.group(1) in READ_MODEL_TABLES and command != "import-log":
+        # the fold met rows it had already written: its checkpoint is behind them (an
+        # import-log meets this with events of its own file, which a replay cannot mend)
         return f"{exc}; {REPLAY_HINT}"
     return str(exc)
 
@@ -517,9 +520,9 @@ def forget_command(app: App, person: str, at: str | None, idempotency_key: str |
             "ended. Their name, email and comments can no longer be read."
         )
     if done.not_compacted:
-        click.echo(f"Warning: {done.not_compacted}, so the file could not be compacted and "
-                   "may still hold the erased text in unused pages; run "
-                   f"`rmcore forget {person}` again once that is resolved.", err=True)  # fmt: skip
+        click.echo("Warning: the file could not be compacted, so it may still hold the erased "
+                   f"text in unused pages: {done.not_compacted} (`rmcore forget {person}`)."
+                   , err=True)  # fmt: skip
 
 
 @cli.command()

@@ -85,20 +85,20 @@ def compact(engine: Engine) -> str | None:
     conn = engine.conn
     (wait,) = conn.execute("PRAGMA busy_timeout").fetchone()
     conn.execute(f"PRAGMA busy_timeout = {COMPACT_WAIT_MS}")
-    busy_reason = "another process kept the database busy"
+    busy_reason = "another process kept the database busy; run it again when the database is idle"
     try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("VACUUM")
         busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
-    except sqlite3.OperationalError as exc:
-        if "locked" in str(exc) or "busy" in str(exc):
+    except sqlite3.DatabaseError as exc:
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
             return busy_reason
-        return (
-            f"SQLite could not rewrite the file ({exc}; if the disk has room, the file may be"
-            " damaged: `rmcore verify --deep` checks it)"
-        )
-    except sqlite3.DatabaseError as exc:  # VACUUM reads every page: it finds damage
-        return f"the file is damaged ({exc}); restore it from a backup"
+        if name.startswith("SQLITE_CORRUPT") or not isinstance(exc, sqlite3.OperationalError):
+            # VACUUM reads every page: it finds damage the erasure never touched
+            return f"the file is damaged ({exc}); run it again once the file is repaired"
+        # VACUUM writes a whole copy of the file first: a full disk, a size limit
+        return f"SQLite could not write the compacted copy ({exc}); run it again once it can"
     finally:
         conn.execute(f"PRAGMA busy_timeout = {wait}")
     return busy_reason if busy else None

@@ -99,11 +99,14 @@ def write_rows(
 
 
 def _not_text(value: Any) -> NoReturn:
-    """What JSON output meets instead of text: only a file changed outside rmcore holds it."""
-    raise click.ClickException(
-        f"a value to print is {type(value).__name__}, not text: the file was changed outside"
-        " rmcore; `rmcore verify --deep` checks the log and the read models"
-    )
+    """Bytes met by JSON output (only a file changed outside rmcore holds them); any other
+    value JSON cannot hold is a bug, and stays Python's error."""
+    if isinstance(value, bytes):
+        raise click.ClickException(
+            "a value to print is bytes, not text: the file was changed outside rmcore;"
+            " `rmcore verify --deep` checks the log and the read models"
+        )
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
 def _csv_cell(value: Any) -> Any:

@@ -49,15 +49,14 @@ def stored_json(value: Any, where: str, kind: type | None = None) -> Any:
 
 
 def _row_dict(columns: tuple[str, ...], row: tuple, table: str) -> dict[str, Any]:
+    found = {}
     for name, value in zip(columns, row):
-        if isinstance(value, bytes):  # no fold writes a blob: dates and ids are text
+        if name in _JSON_FIELDS:
+            value = stored_json(value, f"{table}.{name}", _JSON_FIELDS[name])
+        elif isinstance(value, bytes):  # no fold writes a blob: dates and ids are text
             raise DamagedReadModels(f"{table}.{name} holds bytes where text belongs: {REPLAY_HINT}")
-    return {
-        name: stored_json(value, f"{table}.{name}", _JSON_FIELDS[name])
-        if name in _JSON_FIELDS
-        else value
-        for name, value in zip(columns, row)
-    }
+        found[name] = value
+    return found
 
 
 def _person(row: tuple) -> Person:

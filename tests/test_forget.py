@@ -142,9 +142,9 @@ def test_forgetting_in_a_damaged_file_records_the_erasure_and_warns_it_is_not_co
     assert result.exit_code == 0, result.output
     assert "tom was forgotten" in result.stdout
     assert result.stderr == (
-        "Warning: the file is damaged (database disk image is malformed); restore it from a "
-        "backup, so the file could not be compacted and may still hold the erased text in "
-        "unused pages; run `rmcore forget tom` again once that is resolved.\n"
+        "Warning: the file could not be compacted, so it may still hold the erased text in "
+        "unused pages: the file is damaged (database disk image is malformed); run it again "
+        "once the file is repaired (`rmcore forget tom`).\n"
     )
     assert raw_log.query("SELECT type FROM events ORDER BY position DESC LIMIT 1") == [
         ("forgotten",)
