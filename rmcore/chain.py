@@ -169,8 +169,8 @@ def _check_rows(rows: list[tuple], state: _State, decode: Decoder | None) -> Non
         if len(hashed) != length:
             problem = Problem(
                 position,
-                "a field holds bytes its hash does not cover (text after a NUL character, a"
-                " number stored as text, or a blob): the row changed",
+                "a field holds text its hash does not cover (after a NUL character, or a"
+                " number stored as text): the row changed",
             )
             break
         key = (program, stream)
