@@ -480,8 +480,10 @@ class SQLiteEventStore:
         }
         for e in events:
             for label, value in (
+                ("event id", e.event_id),
                 ("stream", e.stream),
                 ("occurred_at", e.occurred_at),
+                ("recorded_at", e.recorded_at),
                 ("actor", e.actor),
                 ("idempotency key", e.idempotency_key),
             ):

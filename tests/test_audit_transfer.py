@@ -575,6 +575,34 @@ def test_a_consistently_rehashed_export_with_an_undecodable_payload_is_refused(
     assert raw_log.count(target) == 0
 
 
+@pytest.mark.parametrize("field", ["event_id", "recorded_at", "actor", "occurred_at"])
+def test_a_consistently_rehashed_export_with_a_control_character_in_its_envelope_is_refused(
+    populated_db: Path, run_cli, raw_log, tmp_path: Path, field: str
+):
+    """No append stores a NUL in an envelope field, import-log's included: verify relies
+    on it to see text hidden from the hash."""
+    lines = export(run_cli, tmp_path / "program.jsonl")
+    header, *events, _ = (json.loads(line) for line in lines)
+    events[3][field] += "\x00hidden"
+    prev = "0" * 64
+    for event in events:
+        data = json.dumps(event["data"], sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False)  # fmt: skip
+        fields = [event[name] for name in (
+            "position", "event_id", "program", "stream", "version", "type", "schema",
+            "occurred_at", "recorded_at", "actor", "idempotency_key")]  # fmt: skip
+        event["prev_hash"] = prev
+        event["hash"] = prev = chain_hash(prev, canonical_envelope(*fields, data))
+    digest = hashlib.sha256("".join(e["hash"] for e in events).encode()).hexdigest()
+    trailer = {"end": True, "events": len(events), "digest": digest}
+    file = tmp_path / "forged.jsonl"
+    file.write_text("".join(json.dumps(x) + "\n" for x in (header, *events, trailer)))
+    target = fresh(run_cli, tmp_path / "target.db")
+    result = import_log(run_cli, file, target)
+    assert result.exit_code == 1, result.output
+    assert raw_log.count(target) == 0
+
+
 def test_a_large_export_broken_at_its_end_appends_nothing(
     db_path: Path, run_cli, raw_log, tmp_path: Path
 ):
