@@ -546,14 +546,11 @@ def test_a_broken_program_export_is_refused_whole(
     assert raw_log.count(target) == 0
 
 
-def test_a_consistently_rehashed_export_with_an_undecodable_payload_is_refused(
-    populated_db: Path, run_cli, raw_log, tmp_path: Path
-):
-    """Hashes, links and digest all recomputed: the payload check still names the line."""
-    lines = export(run_cli, tmp_path / "program.jsonl")
+def forged_export(lines: list[str], edit: Callable[[list[dict]], None], out: Path) -> Path:
+    """``lines`` of an export with ``edit`` applied to its events, then every hash, link
+    and the trailer's digest recomputed, as someone forging it consistently would."""
     header, *events, _ = (json.loads(line) for line in lines)
-    index = next(i for i, e in enumerate(events) if e["type"] == "session_held")
-    events[index]["data"]["mood"] = "great"
+    edit(events)
     prev = "0" * 64
     for event in events:
         data = json.dumps(event["data"], sort_keys=True, separators=(",", ":"),
@@ -565,8 +562,22 @@ def test_a_consistently_rehashed_export_with_an_undecodable_payload_is_refused(
         event["hash"] = prev = chain_hash(prev, canonical_envelope(*fields, data))
     digest = hashlib.sha256("".join(e["hash"] for e in events).encode()).hexdigest()
     trailer = {"end": True, "events": len(events), "digest": digest}
-    file = tmp_path / "forged.jsonl"
-    file.write_text("".join(json.dumps(x) + "\n" for x in (header, *events, trailer)))
+    out.write_text("".join(json.dumps(x) + "\n" for x in (header, *events, trailer)))
+    return out
+
+
+def test_a_consistently_rehashed_export_with_an_undecodable_payload_is_refused(
+    populated_db: Path, run_cli, raw_log, tmp_path: Path
+):
+    """Hashes, links and digest all recomputed: the payload check still names the line."""
+    lines = export(run_cli, tmp_path / "program.jsonl")
+    types = [json.loads(line)["type"] for line in lines[1:-1]]
+    index = types.index("session_held")
+
+    def add_a_field(events: list[dict]) -> None:
+        events[index]["data"]["mood"] = "great"
+
+    file = forged_export(lines, add_a_field, tmp_path / "forged.jsonl")
     target = fresh(run_cli, tmp_path / "target.db")
     result = import_log(run_cli, file, target)
     assert result.exit_code == 1, result.output
@@ -582,21 +593,11 @@ def test_a_consistently_rehashed_export_with_a_control_character_in_its_envelope
     """No append stores a NUL in an envelope field, import-log's included: verify relies
     on it to see text hidden from the hash."""
     lines = export(run_cli, tmp_path / "program.jsonl")
-    header, *events, _ = (json.loads(line) for line in lines)
-    events[3][field] += "\x00hidden"
-    prev = "0" * 64
-    for event in events:
-        data = json.dumps(event["data"], sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False)  # fmt: skip
-        fields = [event[name] for name in (
-            "position", "event_id", "program", "stream", "version", "type", "schema",
-            "occurred_at", "recorded_at", "actor", "idempotency_key")]  # fmt: skip
-        event["prev_hash"] = prev
-        event["hash"] = prev = chain_hash(prev, canonical_envelope(*fields, data))
-    digest = hashlib.sha256("".join(e["hash"] for e in events).encode()).hexdigest()
-    trailer = {"end": True, "events": len(events), "digest": digest}
-    file = tmp_path / "forged.jsonl"
-    file.write_text("".join(json.dumps(x) + "\n" for x in (header, *events, trailer)))
+
+    def hide_text(events: list[dict]) -> None:
+        events[3][field] += "\x00hidden"
+
+    file = forged_export(lines, hide_text, tmp_path / "forged.jsonl")
     target = fresh(run_cli, tmp_path / "target.db")
     result = import_log(run_cli, file, target)
     assert result.exit_code == 1, result.output
