@@ -103,7 +103,8 @@ class RmcoreGroup(click.Group):
 def _database_error(exc: Exception, command: str | None) -> str:
     """SQLite's error, without the bytes of a damaged text value (Python's sqlite3 quotes
     them whole, control characters and all), with the way out where there is one."""
-    from rmcore.queries import READ_MODEL_TABLES, REPLAY_HINT
+    from rmcore.projections import TABLES as READ_MODEL_TABLES
+    from rmcore.queries import REPLAY_HINT
 
     undecodable = re.match(r"Could not decode to UTF-8 column '([^']*)'", str(exc))
     if undecodable:

@@ -27,7 +27,6 @@ _JSON_FIELDS = {"skills_offered": list, "skills_sought": list, "goals": list, "r
 
 
 REPLAY_HINT = "the read models are damaged; `rmcore replay` rebuilds them from the log"
-READ_MODEL_TABLES = frozenset({"people", "pairs", "sessions", "feedback", "config", "programs"})
 
 
 class DamagedReadModels(Exception):
